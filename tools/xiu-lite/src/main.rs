@@ -1,0 +1,159 @@
+//! `xiu-lite`: the local media server livedub uses where MediaMTX cannot run.
+//!
+//! It wires xiu's published engine crates together (the stream hub, the RTSP
+//! server, the RTMP server and the RTSP->RTMP remuxer) and skips the parts of
+//! the full `xiu` program we do not need (HLS, S3 upload, WebRTC, HTTP-FLV),
+//! which make up most of its build time. Next to xiu's own statistics API it
+//! answers `GET /v3/paths/list` in MediaMTX's shape, so the media-service's
+//! stream discovery and the e2e health checks work unchanged on both servers.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use anyhow::Context;
+use axum::{extract::State, routing::get, Json, Router};
+use clap::Parser;
+use serde_json::{json, Value};
+use streamhub::define::{StreamHubEvent, StreamHubEventSender};
+use streamhub::StreamsHub;
+use tokio::sync::{mpsc, oneshot};
+
+/// Command-line configuration (each flag also reads an environment variable).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// RTSP listen port (publish and read, TCP interleaved).
+    #[arg(long, env = "XIU_RTSP_PORT", default_value_t = 8554)]
+    rtsp_port: u16,
+    /// RTMP listen port (publish and play).
+    #[arg(long, env = "XIU_RTMP_PORT", default_value_t = 1935)]
+    rtmp_port: u16,
+    /// HTTP API port (`/v3/paths/list`, `/api/query_whole_streams`).
+    #[arg(long, env = "XIU_API_PORT", default_value_t = 9997)]
+    api_port: u16,
+    /// GOPs kept for late RTMP players.
+    #[arg(long, env = "XIU_GOP_NUM", default_value_t = 1)]
+    gop_num: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+
+    let (event_producer, event_consumer) = mpsc::unbounded_channel();
+    let mut hub = StreamsHub::new(None, event_producer, event_consumer);
+    let producer = hub.get_hub_event_sender();
+
+    let mut rtmp_server = rtmp::rtmp::RtmpServer::new(
+        format!("0.0.0.0:{}", args.rtmp_port),
+        producer.clone(),
+        args.gop_num,
+        None,
+        None,
+    );
+    tokio::spawn(async move {
+        if let Err(err) = rtmp_server.run().await {
+            log::error!("rtmp server stopped: {err}");
+        }
+    });
+
+    let mut rtsp_server =
+        xrtsp::rtsp::RtspServer::new(format!("0.0.0.0:{}", args.rtsp_port), producer.clone(), None);
+    tokio::spawn(async move {
+        if let Err(err) = rtsp_server.run().await {
+            log::error!("rtsp server stopped: {err}");
+        }
+    });
+
+    // An RTSP publication is mirrored to RTMP (app = first path element).
+    let mut remuxer =
+        rtmp::remuxer::RtmpRemuxer::new(hub.get_client_event_consumer(), producer.clone());
+    hub.set_rtmp_remuxer_enabled(true);
+    tokio::spawn(async move {
+        if let Err(err) = remuxer.run().await {
+            log::error!("rtsp->rtmp remuxer stopped: {err}");
+        }
+    });
+
+    tokio::spawn(async move { hub.run().await });
+
+    let app = Router::new()
+        .route("/v3/paths/list", get(paths_list))
+        .route("/api/query_whole_streams", get(whole_streams))
+        .with_state(producer);
+    let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.api_port));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the HTTP API on {addr}"))?;
+    log::info!(
+        "xiu-lite ready: rtsp :{} rtmp :{} api :{}",
+        args.rtsp_port,
+        args.rtmp_port,
+        args.api_port
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+/// Asks the hub for the statistics of every stream (xiu's own JSON).
+async fn statistics(producer: &StreamHubEventSender) -> Value {
+    let (result_sender, result_receiver) = oneshot::channel();
+    let event = StreamHubEvent::ApiStatistic {
+        top_n: None,
+        identifier: None,
+        uuid: None,
+        result_sender,
+    };
+    if producer.send(event).is_err() {
+        return json!([]);
+    }
+    // The hub answers `{}` when there is no stream at all.
+    match tokio::time::timeout(std::time::Duration::from_secs(3), result_receiver).await {
+        Ok(Ok(Value::Array(items))) => Value::Array(items),
+        _ => json!([]),
+    }
+}
+
+async fn whole_streams(State(producer): State<StreamHubEventSender>) -> Json<Value> {
+    Json(json!({"error_code": 0, "desp": "succ", "data": statistics(&producer).await}))
+}
+
+/// MediaMTX-compatible listing: `{itemCount, pageCount, items: [{name, ready, source}]}`.
+async fn paths_list(State(producer): State<StreamHubEventSender>) -> Json<Value> {
+    let stats = statistics(&producer).await;
+    let items: Vec<Value> = stats
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|stream| {
+            let identifier = stream.get("publisher")?.get("identifier")?;
+            let (kind, name) = path_name(identifier)?;
+            Some(json!({
+                "name": name,
+                "ready": true,
+                "source": {"type": kind},
+                "readers": [],
+                "subscriberCount": stream.get("subscriber_count").cloned().unwrap_or(json!(0)),
+            }))
+        })
+        .collect();
+    Json(json!({"itemCount": items.len(), "pageCount": 1, "items": items}))
+}
+
+/// Maps xiu's stream identifier JSON to a MediaMTX path name (`live/<name>/in`).
+fn path_name(identifier: &Value) -> Option<(&'static str, String)> {
+    if let Some(rtsp) = identifier.get("rtsp") {
+        let path = rtsp.get("stream_path")?.as_str()?;
+        return Some(("rtspSession", path.trim_start_matches('/').to_string()));
+    }
+    if let Some(rtmp) = identifier.get("rtmp") {
+        let app = rtmp.get("app_name")?.as_str()?;
+        let stream = rtmp.get("stream_name")?.as_str()?;
+        return Some(("rtmpConn", format!("{app}/{stream}")));
+    }
+    None
+}
