@@ -1,0 +1,74 @@
+# livedub — the two commands a newcomer needs:
+#   make demo   dub the bundled English sample into Spanish (installs everything it needs)
+#   make test   run every test: unit, integration and the native end-to-end suite
+#
+# Everything heavy is cached outside the clone, under LIVEDUB_CACHE:
+#   $(LIVEDUB_CACHE)/target   cargo build directory (persistent between clones and CI runs)
+#   $(LIVEDUB_CACHE)/models   Whisper CTranslate2 models unpacked from PyPI wheels
+#   $(LIVEDUB_CACHE)/bin      the local media server (xiu-lite), keyed by its source hash
+#   $(LIVEDUB_CACHE)/venv     Python venv with python-socketio (interoperability tests)
+
+SHELL := /bin/bash
+LIVEDUB_CACHE ?= /var/cache/livedub
+export LIVEDUB_CACHE
+export CARGO_TARGET_DIR ?= $(LIVEDUB_CACHE)/target
+export MODEL_DIR ?= $(LIVEDUB_CACHE)/models
+export LIVEDUB_MODEL_DIR ?= $(MODEL_DIR)
+export LIVEDUB_PYTHON ?= $(LIVEDUB_CACHE)/venv/bin/python
+export XIU_LITE_BIN ?= $(LIVEDUB_CACHE)/bin/xiu-lite
+export STS_SERVICE_BIN ?= $(CARGO_TARGET_DIR)/debug/sts-service
+export MEDIA_SERVICE_BIN ?= $(CARGO_TARGET_DIR)/debug/media-service
+CARGO ?= cargo
+
+INPUT ?= tests/e2e/fixtures/test_streams/30s-counting-english.mp4
+OUTPUT ?= out/demo-dubbed.mp4
+
+.PHONY: help setup deps models media-server python build test unit e2e demo bench lint fmt clean-cache
+
+help:
+	@echo "make demo    dub $(INPUT) into Spanish -> $(OUTPUT) (INPUT=/OUTPUT= to override)"
+	@echo "make test    all tests (unit + integration + native e2e)"
+	@echo "make e2e     the e2e suite alone (E2E_BACKEND=compose make e2e with Docker)"
+	@echo "make bench   STS latency benchmark (tiny.en, base, faster-whisper baseline)"
+	@echo "make lint    cargo fmt --check + clippy -D warnings"
+	@echo "make setup   install Debian packages, models, media server, Python venv"
+
+deps:
+	@scripts/install-deps.sh
+
+models:
+	@scripts/install-models.sh
+
+media-server: deps
+	@scripts/install-media-server.sh
+
+python: deps
+	@scripts/install-python.sh
+
+setup: deps models media-server python
+
+build: deps
+	$(CARGO) build --workspace --bins
+
+unit: setup build
+	$(CARGO) test --workspace --exclude livedub-e2e
+
+e2e: setup build
+	$(CARGO) test -p livedub-e2e --test e2e
+
+test: unit e2e
+
+demo: setup build
+	@scripts/demo.sh "$(INPUT)" "$(OUTPUT)"
+
+bench: setup
+	@scripts/install-python.sh --bench
+	$(CARGO) build --release -p sts-service --bins
+	$(CARGO_TARGET_DIR)/release/sts-bench
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
