@@ -124,24 +124,40 @@ async fn whole_streams(State(producer): State<StreamHubEventSender>) -> Json<Val
 
 /// MediaMTX-compatible listing: `{itemCount, pageCount, items: [{name, ready, source}]}`.
 async fn paths_list(State(producer): State<StreamHubEventSender>) -> Json<Value> {
-    let stats = statistics(&producer).await;
-    let items: Vec<Value> = stats
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|stream| {
-            let identifier = stream.get("publisher")?.get("identifier")?;
-            let (kind, name) = path_name(identifier)?;
-            Some(json!({
-                "name": name,
-                "ready": true,
-                "source": {"type": kind},
-                "readers": [],
-                "subscriberCount": stream.get("subscriber_count").cloned().unwrap_or(json!(0)),
-            }))
-        })
-        .collect();
-    Json(json!({"itemCount": items.len(), "pageCount": 1, "items": items}))
+    Json(paths_from_statistics(&statistics(&producer).await))
+}
+
+/// Builds the MediaMTX-style listing from xiu's statistics.
+///
+/// xiu mirrors an RTSP publication to RTMP under the same path, so one path shows up
+/// twice in its statistics; MediaMTX lists a path once, with the publisher's own
+/// source, so the RTSP session wins over its RTMP mirror and the list is sorted by name.
+fn paths_from_statistics(stats: &Value) -> Value {
+    let mut paths: std::collections::BTreeMap<String, Value> = std::collections::BTreeMap::new();
+    for stream in stats.as_array().into_iter().flatten() {
+        let Some((kind, name)) = stream
+            .get("publisher")
+            .and_then(|p| p.get("identifier"))
+            .and_then(path_name)
+        else {
+            continue;
+        };
+        let item = json!({
+            "name": name,
+            "ready": true,
+            "source": {"type": kind},
+            "readers": [],
+            "subscriberCount": stream.get("subscriber_count").cloned().unwrap_or(json!(0)),
+        });
+        match paths.get(&name) {
+            Some(existing) if existing["source"]["type"] == "rtspSession" => {}
+            _ => {
+                paths.insert(name, item);
+            }
+        }
+    }
+    let items: Vec<Value> = paths.into_values().collect();
+    json!({"itemCount": items.len(), "pageCount": 1, "items": items})
 }
 
 /// Maps xiu's stream identifier JSON to a MediaMTX path name (`live/<name>/in`).
@@ -156,4 +172,33 @@ fn path_name(identifier: &Value) -> Option<(&'static str, String)> {
         return Some(("rtmpConn", format!("{app}/{stream}")));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtsp_publication_and_its_rtmp_mirror_are_one_path() {
+        let stats = json!([
+            {"publisher": {"identifier": {"rtmp": {"app_name": "live", "stream_name": "x/in"}}}, "subscriber_count": 0},
+            {"publisher": {"identifier": {"rtsp": {"stream_path": "/live/x/in"}}}, "subscriber_count": 1},
+            {"publisher": {"identifier": {"rtmp": {"app_name": "live", "stream_name": "a/out"}}}},
+            {"publisher": {"identifier": {"webrtc": {}}}},
+        ]);
+        let list = paths_from_statistics(&stats);
+        assert_eq!(list["itemCount"], 2);
+        assert_eq!(list["items"][0]["name"], "live/a/out");
+        assert_eq!(list["items"][0]["source"]["type"], "rtmpConn");
+        assert_eq!(list["items"][1]["name"], "live/x/in");
+        assert_eq!(list["items"][1]["source"]["type"], "rtspSession");
+        assert_eq!(list["items"][1]["subscriberCount"], 1);
+    }
+
+    #[test]
+    fn no_streams_is_an_empty_list() {
+        let list = paths_from_statistics(&json!({}));
+        assert_eq!(list["itemCount"], 0);
+        assert_eq!(list["items"], json!([]));
+    }
 }
