@@ -16,5 +16,5 @@ pub use edit::{fade_in, fade_out, fit_length, pad_or_cut};
 pub use level::{peak, rms, rms_dbfs, SpeechGate};
 pub use pcm::{deinterleave_mix, f32_to_i16, i16_to_f32, upmix};
 pub use resample::{resample, ResampleError};
-pub use wav::{read_wav, write_wav, WavAudio, WavError};
+pub use wav::{read_wav, read_wav_bytes, write_wav, WavAudio, WavError};
 pub use wsola::{time_compress, WsolaError};

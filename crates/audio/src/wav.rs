@@ -82,6 +82,44 @@ pub fn read_wav(path: impl AsRef<Path>) -> Result<WavAudio, WavError> {
     })
 }
 
+/// Decodes a 16-bit integer or 32-bit float WAV held in memory (e.g. an HTTP TTS answer).
+pub fn read_wav_bytes(bytes: &[u8]) -> Result<WavAudio, WavError> {
+    let name = "<memory>".to_string();
+    let io = |source| WavError::Io {
+        path: name.clone(),
+        source,
+    };
+    let mut reader = hound::WavReader::new(std::io::Cursor::new(bytes)).map_err(io)?;
+    let spec = reader.spec();
+    let samples = match (spec.sample_format, spec.bits_per_sample) {
+        (hound::SampleFormat::Int, 16) => reader
+            .samples::<i16>()
+            .map(|s| s.map(|v| f32::from(v) / 32768.0))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io)?,
+        (hound::SampleFormat::Float, 32) => reader
+            .samples::<f32>()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io)?,
+        (fmt, bits) => {
+            return Err(WavError::Unsupported {
+                path: name,
+                bits,
+                kind: if fmt == hound::SampleFormat::Int {
+                    "int"
+                } else {
+                    "float"
+                },
+            })
+        }
+    };
+    Ok(WavAudio {
+        samples,
+        sample_rate: spec.sample_rate,
+        channels: spec.channels,
+    })
+}
+
 /// Writes interleaved samples as a 16-bit integer WAV file.
 pub fn write_wav(
     path: impl AsRef<Path>,

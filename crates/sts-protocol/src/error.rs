@@ -31,7 +31,8 @@ pub enum ErrorCode {
     UnknownStream,
     /// A fragment arrived on a connection that never sent `stream:init`.
     StreamNotInitialized,
-    /// `stream:init` for a stream id that is already open.
+    /// `stream:init` for a stream id that is already open (reserved: the server currently
+    /// lets a new connection take a stream over, which is what a reconnecting client needs).
     StreamAlreadyExists,
     /// The stream belongs to another connection (e.g. a monitor tried to send).
     NotStreamOwner,
@@ -55,6 +56,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// The server is shutting down.
     ShuttingDown,
+    /// Models are still loading (`/health` answers 503); retry shortly.
+    ServiceNotReady,
     /// Anything else (a server bug).
     Internal,
     /// A code this version does not know (sent by a newer peer).
@@ -90,6 +93,7 @@ impl ErrorCode {
             Self::SpeechTruncated => "SPEECH_TRUNCATED",
             Self::Unauthorized => "UNAUTHORIZED",
             Self::ShuttingDown => "SHUTTING_DOWN",
+            Self::ServiceNotReady => "SERVICE_NOT_READY",
             Self::Internal => "INTERNAL",
             Self::Unknown => "UNKNOWN",
         }
