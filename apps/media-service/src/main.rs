@@ -1,1 +1,115 @@
-fn main() {}
+//! media-service binary: parses and validates the configuration, then serves (default) or
+//! dubs one input (`dub`).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use media_service::api::{router, AppState};
+use media_service::config::{self, Cli, Command};
+use media_service::manager::Manager;
+use media_service::metrics::Metrics;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) => {
+            eprintln!("media-service: {}", config::one_line_error(&e));
+            std::process::exit(2);
+        }
+    };
+    if cli.print_env_contract {
+        match serde_json::to_string_pretty(&config::env_contract()) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("media-service: cannot encode the env contract: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
+    if let Err(e) = cli.settings.validate() {
+        eprintln!("media-service: {e}");
+        std::process::exit(2);
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.settings.log_level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    if let Err(e) = gstreamer::init() {
+        eprintln!("media-service: GStreamer failed to initialise: {e}");
+        std::process::exit(1);
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("media-service: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = rt.block_on(async move {
+        match run(cli).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("media-service: {e:#}");
+                1
+            }
+        }
+    });
+    // Safe to call once every pipeline is in NULL.
+    unsafe { gstreamer::deinit() };
+    std::process::exit(code);
+}
+
+fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+            _ = term.recv() => info!("SIGTERM: shutting down"),
+        }
+        t.cancel();
+    });
+    token
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let shutdown = shutdown_on_signals();
+    let settings = cli.settings.clone();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Dub(args) => media_service::dub::run(settings, args, shutdown).await,
+        Command::Serve => {
+            let metrics = Arc::new(Metrics::new());
+            let manager = Manager::new(settings.clone(), metrics.clone(), shutdown.clone());
+            let addr = format!("{}:{}", settings.media_service_host, settings.media_service_port);
+            let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding MEDIA_SERVICE_PORT on {addr}"))?;
+            info!(
+                %addr,
+                sts = %settings.sts_service_url,
+                media_server = %settings.mediamtx_host,
+                delay_ms = settings.output_delay_ms(),
+                fragment_ms = settings.fragment_duration_ms,
+                discovery = settings.discovery,
+                "media-service listening"
+            );
+            if settings.discovery {
+                tokio::spawn(manager.clone().discovery_loop());
+            }
+            let app = router(AppState { manager: manager.clone(), metrics });
+            let sd = shutdown.clone();
+            axum::serve(listener, app).with_graceful_shutdown(async move { sd.cancelled().await }).await.context("HTTP server")?;
+            manager.stop_all().await;
+            info!("all workers stopped; bye");
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! Typed configuration (clap derive + env), validated once at start.
+//!
+//! Every setting has a `DEFAULT_*` constant, an env variable and a help line; the env
+//! contract JSON (`--print-env-contract`) is generated from this parser, so the documented
+//! contract and the real parser cannot drift apart.
+
+use std::path::PathBuf;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use serde::Serialize;
+
+/// Default fragment length (ms).
+pub const DEFAULT_FRAGMENT_MS: u32 = 6000;
+/// Default STS budget (ms): time from a fragment's end to its answer.
+pub const DEFAULT_STS_BUDGET_MS: u32 = 2500;
+/// Default margin before render time at which a fragment falls back (ms).
+pub const DEFAULT_DEADLINE_MARGIN_MS: u32 = 500;
+/// Smallest accepted margin: the AAC encoder needs the next samples ~300 ms ahead.
+pub const MIN_DEADLINE_MARGIN_MS: u32 = 300;
+
+fn ranged_u32(s: &str, lo: u32, hi: u32, unit: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(v) if (lo..=hi).contains(&v) => Ok(v),
+        _ => Err(format!("expected an integer from {lo} to {hi} ({unit})")),
+    }
+}
+
+fn port(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u16>() {
+        Ok(v) if v > 0 => Ok(v),
+        _ => Err("expected a TCP port from 1 to 65535".into()),
+    }
+}
+
+fn fragment_ms(s: &str) -> Result<u32, String> {
+    ranged_u32(s, 1000, 30_000, "milliseconds")
+}
+fn delay_ms(s: &str) -> Result<u32, String> {
+    ranged_u32(s, 1500, 120_000, "milliseconds")
+}
+fn budget_ms(s: &str) -> Result<u32, String> {
+    ranged_u32(s, 100, 60_000, "milliseconds")
+}
+fn margin_ms(s: &str) -> Result<u32, String> {
+    ranged_u32(s, MIN_DEADLINE_MARGIN_MS, 5000, "milliseconds")
+}
+fn timeout_ms(s: &str) -> Result<u32, String> {
+    ranged_u32(s, 200, 600_000, "milliseconds")
+}
+fn tolerance_ms(s: &str) -> Result<u32, String> {
+    ranged_u32(s, 5, 100, "milliseconds; keeps A/V sync under 120 ms")
+}
+fn bitrate(s: &str) -> Result<i32, String> {
+    ranged_u32(s, 32_000, 512_000, "bit/s").map(|v| v as i32)
+}
+
+fn language(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    let ok = (2..=3).contains(&t.len()) && t.chars().all(|c| c.is_ascii_lowercase())
+        || t.len() == 5 && t.as_bytes()[2] == b'-' && t[..2].chars().all(|c| c.is_ascii_lowercase());
+    if ok {
+        Ok(t.to_string())
+    } else {
+        Err("expected an ISO 639 language code such as en, es, fr (or xx-YY)".into())
+    }
+}
+
+fn host(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    if t.is_empty() || t.contains('/') || t.contains(' ') {
+        Err("expected a host name or IP address (no scheme, no path)".into())
+    } else {
+        Ok(t.to_string())
+    }
+}
+
+fn http_url(s: &str) -> Result<String, String> {
+    let t = s.trim().trim_end_matches('/');
+    let rest = t.strip_prefix("http://").or_else(|| t.strip_prefix("https://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.contains(' ') => Ok(t.to_string()),
+        _ => Err("expected an http:// or https:// URL such as http://127.0.0.1:3000".into()),
+    }
+}
+
+fn log_level(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let simple = ["trace", "debug", "info", "warn", "warning", "error"];
+    if simple.contains(&lower.as_str()) {
+        return Ok(if lower == "warning" { "warn".into() } else { lower });
+    }
+    // Anything else must look like a filter directive (`target=level`), so that a typo such
+    // as `LOUD` is not silently taken as a target name.
+    tracing_subscriber::EnvFilter::try_new(t)
+        .ok()
+        .filter(|_| t.contains('='))
+        .map(|_| t.to_string())
+        .ok_or(())
+        .map_err(|_| "expected TRACE, DEBUG, INFO, WARN, ERROR (any case) or a tracing filter such as media_service=debug,info".into())
+}
+
+fn boolean(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false (also 1/0, yes/no, on/off)".into()),
+    }
+}
+
+/// Settings shared by every mode (the env contract of ARCHITECTURE §3 and more).
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Media server host (RTSP input, RTMP output, API).
+    #[arg(long, env = "MEDIAMTX_HOST", default_value = "127.0.0.1", value_parser = host, global = true)]
+    pub mediamtx_host: String,
+    /// RTSP port of the media server: inputs are rtsp://HOST:PORT/live/<name>/in.
+    #[arg(long, env = "MEDIAMTX_RTSP_PORT", default_value = "8554", value_parser = port, global = true)]
+    pub mediamtx_rtsp_port: u16,
+    /// RTMP port of the media server: outputs go to app `live`, stream `<name>/out`.
+    #[arg(long, env = "MEDIAMTX_RTMP_PORT", default_value = "1935", value_parser = port, global = true)]
+    pub mediamtx_rtmp_port: u16,
+    /// Control API port of the media server (GET /v3/paths/list for discovery).
+    #[arg(long, env = "MEDIAMTX_API_PORT", default_value = "9997", value_parser = port, global = true)]
+    pub mediamtx_api_port: u16,
+    /// Port of this service's /health, /metrics and /v1/streams.
+    #[arg(long, env = "MEDIA_SERVICE_PORT", default_value = "8080", value_parser = port, global = true)]
+    pub media_service_port: u16,
+    /// Bind address of this service's HTTP server.
+    #[arg(long, env = "MEDIA_SERVICE_HOST", default_value = "0.0.0.0", value_parser = host, global = true)]
+    pub media_service_host: String,
+    /// Socket.IO URL of the sts-service.
+    #[arg(long, env = "STS_SERVICE_URL", default_value = "http://host.docker.internal:3000", value_parser = http_url, global = true)]
+    pub sts_service_url: String,
+    /// Token sent in the Socket.IO handshake auth ({token}) when set.
+    #[arg(long, env = "STS_AUTH_TOKEN", global = true, hide_env_values = true)]
+    pub sts_auth_token: Option<String>,
+    /// Log level: TRACE, DEBUG, INFO, WARN, ERROR, or a tracing filter.
+    #[arg(long, env = "LOG_LEVEL", default_value = "INFO", value_parser = log_level, global = true)]
+    pub log_level: String,
+    /// Per-stream fragment artifacts: original/dubbed WAV and fragments.jsonl under <dir>/<stream>/.
+    #[arg(long, env = "SEGMENT_DIR", default_value = "/tmp/segments", global = true)]
+    pub segment_dir: PathBuf,
+    /// Write per-fragment artifacts to SEGMENT_DIR.
+    #[arg(long, env = "SEGMENT_ARTIFACTS", default_value = "true", value_parser = boolean, global = true)]
+    pub segment_artifacts: bool,
+    /// Length of the audio fragments sent to the STS (ms).
+    #[arg(long, env = "FRAGMENT_DURATION_MS", default_value = "6000", value_parser = fragment_ms, global = true)]
+    pub fragment_duration_ms: u32,
+    /// Time the STS gets per fragment, from the fragment's end to its answer (ms); used for the default OUTPUT_DELAY_MS.
+    #[arg(long, env = "STS_BUDGET_MS", default_value = "2500", value_parser = budget_ms, global = true)]
+    pub sts_budget_ms: u32,
+    /// A fragment without an answer this long before its render time goes out with the original audio (ms, >= 300).
+    #[arg(long, env = "DEADLINE_MARGIN_MS", default_value = "500", value_parser = margin_ms, global = true)]
+    pub deadline_margin_ms: u32,
+    /// Fixed delay of the output behind the input (ms). Default: FRAGMENT_DURATION_MS + STS_BUDGET_MS + DEADLINE_MARGIN_MS (9000 with the defaults).
+    #[arg(long, env = "OUTPUT_DELAY_MS", value_parser = delay_ms, global = true)]
+    pub output_delay_ms: Option<u32>,
+    /// Language spoken in the input.
+    #[arg(long, env = "SOURCE_LANGUAGE", default_value = "en", value_parser = language, global = true)]
+    pub source_language: String,
+    /// Language to dub into.
+    #[arg(long, env = "TARGET_LANGUAGE", default_value = "es", value_parser = language, global = true)]
+    pub target_language: String,
+    /// Voice for the STS (provider-specific), optional.
+    #[arg(long, env = "VOICE", global = true)]
+    pub voice: Option<String>,
+    /// Poll the media server API for live/<name>/in paths and start a worker for each.
+    #[arg(long, env = "DISCOVERY", default_value = "true", value_parser = boolean, global = true)]
+    pub discovery: bool,
+    /// Discovery poll interval (ms).
+    #[arg(long, env = "DISCOVERY_INTERVAL_MS", default_value = "2000", value_parser = timeout_ms, global = true)]
+    pub discovery_interval_ms: u32,
+    /// No media from a live input for this long ends its worker (the publisher stopped) (ms).
+    #[arg(long, env = "INPUT_IDLE_TIMEOUT_MS", default_value = "3000", value_parser = timeout_ms, global = true)]
+    pub input_idle_timeout_ms: u32,
+    /// No media at all this long after a worker starts is an error, retried with backoff (ms).
+    #[arg(long, env = "INPUT_START_TIMEOUT_MS", default_value = "15000", value_parser = timeout_ms, global = true)]
+    pub input_start_timeout_ms: u32,
+    /// Largest audio timestamp drift absorbed before resyncing (ms).
+    #[arg(long, env = "RESYNC_TOLERANCE_MS", default_value = "40", value_parser = tolerance_ms, global = true)]
+    pub resync_tolerance_ms: u32,
+    /// AAC bitrate of the output audio (bit/s).
+    #[arg(long, env = "AAC_BITRATE", default_value = "128000", value_parser = bitrate, global = true)]
+    pub aac_bitrate: i32,
+    /// First retry delay after a worker or STS connection failure (ms).
+    #[arg(long, env = "RETRY_MIN_MS", default_value = "500", value_parser = timeout_ms, global = true)]
+    pub retry_min_ms: u32,
+    /// Largest retry delay (ms).
+    #[arg(long, env = "RETRY_MAX_MS", default_value = "10000", value_parser = timeout_ms, global = true)]
+    pub retry_max_ms: u32,
+}
+
+impl Settings {
+    /// OUTPUT_DELAY_MS, or its default F + budget + margin.
+    pub fn output_delay_ms(&self) -> u32 {
+        self.output_delay_ms.unwrap_or(self.fragment_duration_ms + self.sts_budget_ms + self.deadline_margin_ms)
+    }
+
+    /// Cross-field checks; the error names the variables and what is accepted.
+    pub fn validate(&self) -> Result<(), String> {
+        let d = self.output_delay_ms();
+        let min = self.fragment_duration_ms + self.deadline_margin_ms + 100;
+        if d < min {
+            return Err(format!(
+                "invalid OUTPUT_DELAY_MS={d}: must be at least FRAGMENT_DURATION_MS + DEADLINE_MARGIN_MS + 100 = {min} ms, or no fragment could ever be dubbed"
+            ));
+        }
+        if self.retry_min_ms > self.retry_max_ms {
+            return Err(format!("invalid RETRY_MIN_MS={}: must not exceed RETRY_MAX_MS={}", self.retry_min_ms, self.retry_max_ms));
+        }
+        Ok(())
+    }
+
+    /// The STS budget the delay actually leaves: D - F - margin.
+    pub fn effective_sts_budget_ms(&self) -> u32 {
+        self.output_delay_ms().saturating_sub(self.fragment_duration_ms + self.deadline_margin_ms)
+    }
+}
+
+/// `media-service dub`: dub one input (file or URL) into a file or RTMP output.
+#[derive(Debug, Clone, Args)]
+pub struct DubArgs {
+    /// Input: a file path or any URI GStreamer reads (file://, rtsp://, rtmp://, http://).
+    #[arg(long)]
+    pub input: String,
+    /// Output: a file ending in .mp4, .mkv or .flv, or rtmp://HOST[:PORT]/APP/STREAM.
+    #[arg(long)]
+    pub output: String,
+    /// Transcript/translation report (JSON). Default: <output>.report.json for file outputs.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Stream id used with the STS and in SEGMENT_DIR. Default: derived from the output name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Wait this long for the STS session before starting, so early fragments are dubbed (ms; 0 = don't wait).
+    #[arg(long, default_value = "20000", value_parser = ranged_wait)]
+    pub sts_wait_ms: u32,
+}
+
+fn ranged_wait(s: &str) -> Result<u32, String> {
+    ranged_u32(s, 0, 600_000, "milliseconds")
+}
+
+/// Modes.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Run the service: discovery, control API, /health, /metrics (the default).
+    Serve,
+    /// Dub one input into one output and exit (this is what `make demo` runs).
+    Dub(DubArgs),
+}
+
+/// The command line.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "media-service", version, about = "livedub media-service: live stream in, dubbed stream out")]
+pub struct Cli {
+    /// Print the environment contract as JSON ([{name, default, meaning}]) and exit.
+    #[arg(long)]
+    pub print_env_contract: bool,
+    /// Settings.
+    #[command(flatten)]
+    pub settings: Settings,
+    /// Mode (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// One entry of the env contract.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct EnvEntry {
+    /// Variable.
+    pub name: String,
+    /// Default, if any.
+    pub default: Option<String>,
+    /// Help line.
+    pub meaning: String,
+}
+
+/// The env contract, introspected from the clap command.
+pub fn env_contract() -> Vec<EnvEntry> {
+    let cmd = Cli::command();
+    cmd.get_arguments()
+        .filter_map(|a| {
+            let name = a.get_env()?.to_string_lossy().to_string();
+            let defaults: Vec<String> = a.get_default_values().iter().map(|v| v.to_string_lossy().to_string()).collect();
+            let default = if defaults.is_empty() { None } else { Some(defaults.join(",")) };
+            let meaning = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+            Some(EnvEntry { name, default, meaning })
+        })
+        .collect()
+}
+
+/// Turns a clap error into one line naming the variable, the value and what is accepted.
+pub fn one_line_error(err: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let arg = err.get(ContextKind::InvalidArg).and_then(|v| match v {
+        ContextValue::String(s) => Some(s.clone()),
+        _ => None,
+    });
+    let value = err.get(ContextKind::InvalidValue).and_then(|v| match v {
+        ContextValue::String(s) => Some(s.clone()),
+        _ => None,
+    });
+    if let (Some(arg), Some(value)) = (arg, value) {
+        let long = arg.split_whitespace().next().unwrap_or("").trim_start_matches("--").to_string();
+        let cmd = Cli::command();
+        let env = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long.as_str()))
+            .and_then(|a| a.get_env().map(|e| e.to_string_lossy().to_string()));
+        let reason = std::error::Error::source(err).map(|s| s.to_string()).unwrap_or_else(|| {
+            err.get(ContextKind::ValidValue)
+                .map(|v| format!("expected one of {v}"))
+                .unwrap_or_else(|| "not accepted".into())
+        });
+        return match env {
+            Some(env) => format!("invalid {env}='{value}' (--{long}): {reason}"),
+            None => format!("invalid value '{value}' for --{long}: {reason}"),
+        };
+    }
+    err.to_string().lines().next().unwrap_or("invalid command line").trim_start_matches("error: ").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("media-service").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = parse(&[]).unwrap();
+        let s = &c.settings;
+        assert_eq!((s.mediamtx_rtsp_port, s.mediamtx_rtmp_port, s.mediamtx_api_port, s.media_service_port), (8554, 1935, 9997, 8080));
+        assert_eq!(s.fragment_duration_ms, 6000);
+        assert_eq!(s.output_delay_ms(), 6000 + 2500 + 500);
+        assert_eq!(s.effective_sts_budget_ms(), 2500);
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn bad_value_names_variable_value_and_accepted_range() {
+        let e = parse(&["--fragment-duration-ms", "abc"]).unwrap_err();
+        let line = one_line_error(&e);
+        assert_eq!(line, "invalid FRAGMENT_DURATION_MS='abc' (--fragment-duration-ms): expected an integer from 1000 to 30000 (milliseconds)");
+        let e = parse(&["--discovery", "maybe"]).unwrap_err();
+        assert!(one_line_error(&e).starts_with("invalid DISCOVERY='maybe'"), "{}", one_line_error(&e));
+        let e = parse(&["--sts-service-url", "localhost:3000"]).unwrap_err();
+        assert!(one_line_error(&e).contains("http://"));
+    }
+
+    #[test]
+    fn delay_shorter_than_fragment_is_refused() {
+        let c = parse(&["--output-delay-ms", "5000"]).unwrap();
+        let e = c.settings.validate().unwrap_err();
+        assert!(e.contains("OUTPUT_DELAY_MS=5000") && e.contains("6600"), "{e}");
+    }
+
+    #[test]
+    fn env_contract_lists_every_variable_with_defaults() {
+        let c = env_contract();
+        let get = |n: &str| c.iter().find(|e| e.name == n).unwrap_or_else(|| panic!("{n} missing"));
+        assert_eq!(get("MEDIAMTX_RTSP_PORT").default.as_deref(), Some("8554"));
+        assert_eq!(get("MEDIA_SERVICE_PORT").default.as_deref(), Some("8080"));
+        assert_eq!(get("SEGMENT_DIR").default.as_deref(), Some("/tmp/segments"));
+        assert_eq!(get("OUTPUT_DELAY_MS").default, None);
+        assert!(get("STS_SERVICE_URL").meaning.contains("sts-service"));
+        for e in &c {
+            assert!(!e.meaning.is_empty(), "{} has no help", e.name);
+        }
+    }
+
+    #[test]
+    fn languages_and_log_levels() {
+        assert!(language("en").is_ok() && language("pt-BR").is_ok());
+        assert!(language("English").is_err());
+        assert_eq!(log_level("DEBUG").unwrap(), "debug");
+        assert!(log_level("loud").is_err());
+    }
+}

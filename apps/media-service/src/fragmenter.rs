@@ -1,0 +1,278 @@
+//! Cuts decoded audio into fixed-length fragments on the stream's timeline.
+//!
+//! Input: buffers of interleaved S16 at [`INTERNAL_RATE`] with their running time.
+//! Output: fragments of exactly `fragment_duration` (the last one may be shorter), stamped by
+//! *sample count* from the first sample. Stamping by count keeps the output audio continuous
+//! (one encoder, no gaps, no overlaps); the resync policy below keeps that timeline within
+//! [`Fragmenter::tolerance`] of the input's own timestamps, which the untouched video shares,
+//! so A/V sync error is bounded by the tolerance.
+//!
+//! Resync policy (RTSP audio timestamps wander tens of ms from the sample count):
+//! - |drift| <= tolerance: append, keep counting.
+//! - input later than expected by more than the tolerance (a gap): insert silence up to the
+//!   buffer's timestamp.
+//! - input earlier than expected by more than the tolerance (an overlap): drop the samples
+//!   that fall before the expected position.
+
+use crate::pcm::{INTERNAL_CHANNELS, INTERNAL_RATE};
+
+const NS_PER_S: u64 = 1_000_000_000;
+
+/// One cut fragment of internal-format audio.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fragment {
+    /// Position in the stream, from 0.
+    pub sequence: u64,
+    /// Running time of the first sample (ns) on the sample-count timeline.
+    pub start_ns: u64,
+    /// Duration (ns) = frames / rate.
+    pub duration_ns: u64,
+    /// Interleaved stereo S16 at 48 kHz.
+    pub pcm: Vec<i16>,
+    /// Worst |stamped - input| timestamp difference seen inside this fragment (ns).
+    pub max_drift_ns: u64,
+    /// Shorter than the nominal length (end of stream).
+    pub partial: bool,
+}
+
+impl Fragment {
+    /// Number of sample frames.
+    pub fn frames(&self) -> usize {
+        self.pcm.len() / INTERNAL_CHANNELS as usize
+    }
+}
+
+/// Counters a worker exports about resync decisions.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ResyncStats {
+    /// Silence frames inserted for input gaps.
+    pub gap_frames_filled: u64,
+    /// Input frames dropped because they overlapped already-stamped audio.
+    pub overlap_frames_dropped: u64,
+}
+
+/// Accumulates audio and emits fragments. Not thread-safe by itself; the worker keeps it
+/// behind a mutex in the appsink callback.
+#[derive(Debug)]
+pub struct Fragmenter {
+    frames_per_fragment: usize,
+    tolerance_ns: u64,
+    /// Running time of the next expected sample, once started.
+    next_ns: Option<u64>,
+    /// Running time of the first sample of the stream.
+    origin_ns: u64,
+    /// Frames emitted or buffered since `origin_ns` (drives the stamping).
+    frames_total: u64,
+    current: Vec<i16>,
+    current_drift: u64,
+    sequence: u64,
+    stats: ResyncStats,
+}
+
+fn frames_to_ns(frames: u64) -> u64 {
+    // Exact for 48 kHz: 1 frame = 20833.33 ns; round to nearest ns.
+    (frames * NS_PER_S + INTERNAL_RATE as u64 / 2) / INTERNAL_RATE as u64
+}
+
+fn ns_to_frames(ns: u64) -> u64 {
+    (ns * INTERNAL_RATE as u64 + NS_PER_S / 2) / NS_PER_S
+}
+
+impl Fragmenter {
+    /// A fragmenter cutting `fragment_ms` fragments, resyncing beyond `tolerance_ms`.
+    pub fn new(fragment_ms: u32, tolerance_ms: u32) -> Self {
+        Self {
+            frames_per_fragment: (fragment_ms as u64 * INTERNAL_RATE as u64 / 1000) as usize,
+            tolerance_ns: tolerance_ms as u64 * 1_000_000,
+            next_ns: None,
+            origin_ns: 0,
+            frames_total: 0,
+            current: Vec::new(),
+            current_drift: 0,
+            sequence: 0,
+            stats: ResyncStats::default(),
+        }
+    }
+
+    /// The resync tolerance (ns).
+    pub fn tolerance(&self) -> u64 {
+        self.tolerance_ns
+    }
+
+    /// Resync counters so far.
+    pub fn stats(&self) -> ResyncStats {
+        self.stats
+    }
+
+    /// Fragments emitted so far.
+    pub fn emitted(&self) -> u64 {
+        self.sequence
+    }
+
+    /// Running time where the current (unfinished) fragment starts.
+    fn current_start_ns(&self) -> u64 {
+        let frames_before = self.frames_total - (self.current.len() / INTERNAL_CHANNELS as usize) as u64;
+        self.origin_ns + frames_to_ns(frames_before)
+    }
+
+    /// Adds one input buffer (interleaved stereo S16) whose first sample has running time
+    /// `rt_ns`; returns the fragments completed by it.
+    pub fn push(&mut self, rt_ns: u64, samples: &[i16]) -> Vec<Fragment> {
+        let ch = INTERNAL_CHANNELS as usize;
+        let mut samples = &samples[..samples.len() - samples.len() % ch];
+        let mut out = Vec::new();
+        let expected = match self.next_ns {
+            None => {
+                self.origin_ns = rt_ns;
+                rt_ns
+            }
+            Some(e) => e,
+        };
+        let drift = rt_ns.abs_diff(expected);
+        if drift > self.tolerance_ns {
+            if rt_ns > expected {
+                // Gap: fill with silence so the stamped timeline catches up with the input.
+                let gap = ns_to_frames(rt_ns - expected);
+                self.stats.gap_frames_filled += gap;
+                let silence = vec![0i16; gap as usize * ch];
+                self.append(&silence, 0, &mut out);
+            } else {
+                // Overlap: skip what was already stamped.
+                let skip = (ns_to_frames(expected - rt_ns) as usize).min(samples.len() / ch);
+                self.stats.overlap_frames_dropped += skip as u64;
+                samples = &samples[skip * ch..];
+            }
+        } else {
+            self.current_drift = self.current_drift.max(drift);
+        }
+        let kept_drift = if drift > self.tolerance_ns { 0 } else { drift };
+        self.append(samples, kept_drift, &mut out);
+        self.next_ns = Some(self.origin_ns + frames_to_ns(self.frames_total));
+        out
+    }
+
+    fn append(&mut self, mut samples: &[i16], drift: u64, out: &mut Vec<Fragment>) {
+        let ch = INTERNAL_CHANNELS as usize;
+        let want = self.frames_per_fragment * ch;
+        while !samples.is_empty() {
+            let take = (want - self.current.len()).min(samples.len());
+            self.current.extend_from_slice(&samples[..take]);
+            self.frames_total += (take / ch) as u64;
+            samples = &samples[take..];
+            self.current_drift = self.current_drift.max(drift);
+            if self.current.len() == want {
+                out.push(self.take_current(false));
+            }
+        }
+    }
+
+    fn take_current(&mut self, partial: bool) -> Fragment {
+        let start_ns = self.current_start_ns();
+        let pcm = std::mem::take(&mut self.current);
+        let frames = (pcm.len() / INTERNAL_CHANNELS as usize) as u64;
+        let f = Fragment {
+            sequence: self.sequence,
+            start_ns,
+            // Duration from stamped start/end so consecutive fragments tile exactly.
+            duration_ns: self.origin_ns + frames_to_ns(self.frames_total) - start_ns,
+            pcm,
+            max_drift_ns: self.current_drift,
+            partial,
+        };
+        debug_assert_eq!(frames as usize, f.frames());
+        self.sequence += 1;
+        self.current_drift = 0;
+        f
+    }
+
+    /// Emits the unfinished fragment (end of stream), if it holds any audio.
+    pub fn flush(&mut self) -> Option<Fragment> {
+        if self.current.is_empty() {
+            None
+        } else {
+            Some(self.take_current(true))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn buf(frames: usize, val: i16) -> Vec<i16> {
+        vec![val; frames * 2]
+    }
+
+    #[test]
+    fn cuts_exact_fragments_from_arbitrary_buffer_sizes() {
+        let mut f = Fragmenter::new(1000, 40);
+        let mut out = Vec::new();
+        let mut rt = 5_000 * MS;
+        // 1023-frame buffers (odd, like an AAC decoder's 1024 minus one) for 3.5 s.
+        let mut sent = 0;
+        while sent < 48_000 * 35 / 10 {
+            let n = 1023.min(48_000 * 35 / 10 - sent);
+            out.extend(f.push(rt, &buf(n, 1)));
+            rt += frames_to_ns(n as u64);
+            sent += n;
+        }
+        assert_eq!(out.len(), 3);
+        for (i, fr) in out.iter().enumerate() {
+            assert_eq!(fr.sequence, i as u64);
+            assert_eq!(fr.frames(), 48_000);
+            assert_eq!(fr.start_ns, 5_000 * MS + i as u64 * 1000 * MS);
+            assert_eq!(fr.duration_ns, 1000 * MS);
+            assert!(!fr.partial);
+        }
+        let last = f.flush().expect("half a second left");
+        assert!(last.partial);
+        assert_eq!(last.frames(), 24_000);
+        assert_eq!(last.start_ns, 8_000 * MS);
+        assert_eq!(last.duration_ns, 500 * MS);
+        assert!(f.flush().is_none());
+    }
+
+    #[test]
+    fn small_jitter_keeps_counting_and_reports_drift() {
+        let mut f = Fragmenter::new(1000, 40);
+        let mut out = f.push(0, &buf(24_000, 1));
+        // 20 ms late, within tolerance: no silence inserted, stamping continues.
+        out.extend(f.push(520 * MS, &buf(24_000, 1)));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].start_ns, 0);
+        assert_eq!(out[0].max_drift_ns, 20 * MS);
+        assert_eq!(f.stats(), ResyncStats::default());
+    }
+
+    #[test]
+    fn gap_is_filled_with_silence_at_the_right_place() {
+        let mut f = Fragmenter::new(1000, 40);
+        let mut out = f.push(0, &buf(24_000, 7)); // 0..500 ms
+        out.extend(f.push(700 * MS, &buf(24_000, 9))); // 700..1200 ms after a 200 ms gap
+        assert_eq!(out.len(), 1);
+        let pcm = &out[0].pcm;
+        assert_eq!(pcm[0], 7);
+        assert_eq!(pcm[2 * 23_999], 7);
+        assert_eq!(pcm[2 * 24_000], 0, "gap starts at 500 ms");
+        assert_eq!(pcm[2 * 33_599], 0, "gap ends before 700 ms");
+        assert_eq!(pcm[2 * 33_600], 9, "input resumes at 700 ms");
+        assert_eq!(f.stats().gap_frames_filled, 9_600);
+        // The next fragment continues at exactly 1 s.
+        out.extend(f.push(1200 * MS, &buf(48_000, 9)));
+        assert_eq!(out[1].start_ns, 1000 * MS);
+    }
+
+    #[test]
+    fn overlap_is_dropped() {
+        let mut f = Fragmenter::new(1000, 40);
+        let mut out = f.push(0, &buf(24_000, 7)); // 0..500
+        out.extend(f.push(400 * MS, &buf(24_000, 9))); // claims 400..900: first 100 ms overlap
+        assert!(out.is_empty());
+        assert_eq!(f.stats().overlap_frames_dropped, 4_800);
+        out.extend(f.push(900 * MS, &buf(4_800, 9)));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].pcm[2 * 24_000], 9);
+    }
+}

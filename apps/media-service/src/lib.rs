@@ -1,0 +1,14 @@
+//! livedub media-service: pulls a live stream, cuts its audio into fragments, has them
+//! dubbed by the sts-service, and republishes the untouched video with the dubbed audio a
+//! fixed delay later (ARCHITECTURE §5). See `docs/media-service.md`.
+
+pub mod api;
+pub mod config;
+pub mod dub;
+pub mod fragmenter;
+pub mod manager;
+pub mod metrics;
+pub mod pcm;
+pub mod pipeline;
+pub mod sts;
+pub mod worker;

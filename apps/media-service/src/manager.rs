@@ -1,0 +1,388 @@
+//! Stream registry: one supervised worker per stream, started by discovery or the control
+//! API, restarted with backoff after errors, removed when its input ends or on request.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sts_client::StsClientConfig;
+use sts_protocol::{AudioFormat, StreamInit};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::pcm::{STS_CHANNELS, STS_RATE};
+use crate::pipeline::OutputTarget;
+use crate::sts::StsDubber;
+use crate::worker::{self, StatusCell, WorkerConfig, WorkerEnd, WorkerStatus};
+
+/// Who asked for a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Found on the media server.
+    Discovery,
+    /// `POST /v1/streams`.
+    Api,
+}
+
+/// A request to run a stream.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StreamRequest {
+    /// Stream name: `live/<name>/in` -> `live/<name>/out`.
+    pub name: String,
+    /// Input URI; default `rtsp://HOST:RTSP_PORT/live/<name>/in`.
+    #[serde(default)]
+    pub input: Option<String>,
+    /// Output; default `rtmp://HOST:RTMP_PORT/live/<name>/out` (app `live`, stream `<name>/out`).
+    #[serde(default)]
+    pub output: Option<String>,
+}
+
+/// Errors of the registry.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ManagerError {
+    /// Name not usable.
+    #[error("invalid stream name '{0}': use 1-64 characters from A-Z a-z 0-9 - _ . (it becomes live/<name>/in)")]
+    BadName(String),
+    /// Already running.
+    #[error("stream '{0}' already exists")]
+    Exists(String),
+    /// Not known.
+    #[error("stream '{0}' not found")]
+    NotFound(String),
+    /// Output not understood.
+    #[error("{0}")]
+    Target(String),
+    /// Shutting down.
+    #[error("the service is shutting down")]
+    ShuttingDown,
+}
+
+struct Entry {
+    origin: Origin,
+    status: StatusCell,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// What `GET /v1/streams` and `/health` show per stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamView {
+    /// Name.
+    pub name: String,
+    /// Origin.
+    pub origin: Origin,
+    /// Status.
+    #[serde(flatten)]
+    pub status: WorkerStatus,
+}
+
+/// The registry.
+pub struct Manager {
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    streams: Mutex<BTreeMap<String, Entry>>,
+    shutdown: CancellationToken,
+}
+
+/// Valid stream names.
+pub fn valid_name(n: &str) -> bool {
+    !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) && !n.starts_with('.')
+}
+
+impl Manager {
+    /// A registry using `settings` for every worker.
+    pub fn new(settings: Settings, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Arc<Self> {
+        Arc::new(Self { settings, metrics, streams: Mutex::new(BTreeMap::new()), shutdown })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.streams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Streams and their states.
+    pub fn list(&self) -> Vec<StreamView> {
+        self.lock()
+            .iter()
+            .map(|(n, e)| StreamView { name: n.clone(), origin: e.origin, status: e.status.lock().unwrap_or_else(|p| p.into_inner()).clone() })
+            .collect()
+    }
+
+    /// Starts a supervised worker for `req`.
+    pub fn start(self: &Arc<Self>, req: StreamRequest, origin: Origin) -> Result<StreamView, ManagerError> {
+        if self.shutdown.is_cancelled() {
+            return Err(ManagerError::ShuttingDown);
+        }
+        if !valid_name(&req.name) {
+            return Err(ManagerError::BadName(req.name));
+        }
+        let s = &self.settings;
+        let input = match &req.input {
+            Some(i) => crate::pipeline::input_uri(i).map_err(|e| ManagerError::Target(e.to_string()))?,
+            None => format!("rtsp://{}:{}/live/{}/in", s.mediamtx_host, s.mediamtx_rtsp_port, req.name),
+        };
+        let output = match &req.output {
+            Some(o) => OutputTarget::parse(o).map_err(|e| ManagerError::Target(e.to_string()))?,
+            None => OutputTarget::Rtmp {
+                host: s.mediamtx_host.clone(),
+                port: s.mediamtx_rtmp_port,
+                app: "live".into(),
+                stream: format!("{}/out", req.name),
+            },
+        };
+        let mut map = self.lock();
+        if let Some(e) = map.get(&req.name) {
+            if !e.task.is_finished() {
+                return Err(ManagerError::Exists(req.name));
+            }
+        }
+        let status: StatusCell = Arc::new(Mutex::new(WorkerStatus { state: "starting".into(), input: input.clone(), output: output.describe(), ..Default::default() }));
+        let cancel = self.shutdown.child_token();
+        let wcfg = worker_config(s, &req.name, input, output);
+        let me = self.clone();
+        let task = tokio::spawn(me.clone().supervise(wcfg, origin, status.clone(), cancel.clone()));
+        map.insert(req.name.clone(), Entry { origin, status: status.clone(), cancel, task });
+        info!(stream = %req.name, ?origin, "stream added");
+        let view = StreamView { name: req.name, origin, status: status.lock().unwrap_or_else(|p| p.into_inner()).clone() };
+        Ok(view)
+    }
+
+    /// Stops and removes a stream.
+    pub async fn stop(&self, name: &str) -> Result<(), ManagerError> {
+        let entry = self.lock().remove(name).ok_or_else(|| ManagerError::NotFound(name.into()))?;
+        entry.cancel.cancel();
+        let _ = entry.task.await;
+        info!(stream = %name, "stream removed");
+        Ok(())
+    }
+
+    /// Stops every stream (SIGTERM).
+    pub async fn stop_all(&self) {
+        let entries: Vec<(String, Entry)> = std::mem::take(&mut *self.lock()).into_iter().collect();
+        for (_, e) in &entries {
+            e.cancel.cancel();
+        }
+        for (n, e) in entries {
+            if tokio::time::timeout(Duration::from_secs(10), e.task).await.is_err() {
+                warn!(stream = %n, "worker did not stop within 10 s");
+            }
+        }
+    }
+
+    fn forget_if_done(&self, name: &str) {
+        let mut map = self.lock();
+        if map.get(name).is_some_and(|e| e.task.is_finished()) {
+            map.remove(name);
+        }
+    }
+
+    /// Runs a worker, restarting it with backoff after errors, until its input ends or it
+    /// is cancelled.
+    async fn supervise(self: Arc<Self>, cfg: WorkerConfig, origin: Origin, status: StatusCell, cancel: CancellationToken) {
+        let s = &self.settings;
+        let name = cfg.name.clone();
+        let mut delay = Duration::from_millis(s.retry_min_ms as u64);
+        let max = Duration::from_millis(s.retry_max_ms as u64);
+        let mut restarts = 0u64;
+        loop {
+            let (dubber, events) = StsDubber::start(sts_client_config(s), stream_init(s, &name));
+            let r = worker::run_worker(cfg.clone(), dubber.clone(), events, self.metrics.clone(), status.clone(), cancel.clone(), None).await;
+            dubber.shutdown().await;
+            match r {
+                Ok(WorkerEnd::Finished) => {
+                    info!(stream = %name, "input ended; worker finished");
+                    break;
+                }
+                Ok(WorkerEnd::Cancelled) => break,
+                Err(e) => {
+                    restarts += 1;
+                    self.metrics.restarts.with_label_values(&[&name]).inc();
+                    {
+                        let mut st = status.lock().unwrap_or_else(|p| p.into_inner());
+                        st.state = "retrying".into();
+                        st.restarts = restarts;
+                        st.last_error = Some(e.to_string());
+                    }
+                    warn!(stream = %name, error = %e, retry_in_ms = delay.as_millis() as u64, "worker failed; restarting");
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(max);
+                    // A discovered stream that vanished from the server is not retried:
+                    // discovery will start it again when it is published again.
+                    if origin == Origin::Discovery && !self.path_still_listed(&name).await.unwrap_or(true) {
+                        info!(stream = %name, "stream no longer on the media server; not retrying");
+                        break;
+                    }
+                }
+            }
+        }
+        if !cancel.is_cancelled() {
+            // Keep finished API streams visible for GET; drop discovered ones so they can
+            // be rediscovered.
+            if origin == Origin::Discovery {
+                // The task handle is finished only after we return; remove on the next poll.
+                let me = self.clone();
+                let n = name.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    me.forget_if_done(&n);
+                });
+            }
+        }
+    }
+
+    async fn path_still_listed(&self, name: &str) -> Option<bool> {
+        let list = fetch_paths(&self.settings).await.ok()?;
+        Some(list.contains(name))
+    }
+
+    /// Polls the media server for `live/<name>/in` and starts workers for new names. A name
+    /// is started once per appearance: it must vanish from the list before it is started
+    /// again (so a finished worker is not restarted on a stale path).
+    pub async fn discovery_loop(self: Arc<Self>) {
+        let s = self.settings.clone();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut warned = false;
+        let mut tick = tokio::time::interval(Duration::from_millis(s.discovery_interval_ms as u64));
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match fetch_paths(&s).await {
+                Ok(names) => {
+                    if warned {
+                        info!("media server API reachable again");
+                        warned = false;
+                    }
+                    for n in &names {
+                        if seen.insert(n.clone()) {
+                            let exists = self.lock().contains_key(n);
+                            if !exists {
+                                match self.start(StreamRequest { name: n.clone(), input: None, output: None }, Origin::Discovery) {
+                                    Ok(_) => info!(stream = %n, "discovered live/{n}/in"),
+                                    Err(e) => warn!(stream = %n, error = %e, "discovered stream not started"),
+                                }
+                            }
+                        }
+                    }
+                    seen.retain(|n| names.contains(n));
+                }
+                Err(e) => {
+                    if !warned {
+                        warn!(error = %e, "media server API unreachable; discovery retries every {} ms", s.discovery_interval_ms);
+                        warned = true;
+                    } else {
+                        debug!(error = %e, "discovery poll failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct PathList {
+    #[serde(default)]
+    items: Vec<PathItem>,
+}
+
+#[derive(Deserialize)]
+struct PathItem {
+    name: String,
+    /// MediaMTX: false while a path is configured but nobody publishes.
+    #[serde(default = "yes")]
+    ready: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Names `<n>` of ready `live/<n>/in` paths from the MediaMTX-style API.
+pub async fn fetch_paths(s: &Settings) -> Result<HashSet<String>, String> {
+    let url = format!("http://{}:{}/v3/paths/list", s.mediamtx_host, s.mediamtx_api_port);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().map_err(|e| e.to_string())?;
+    let resp = client.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("GET {url}: HTTP {}", resp.status()));
+    }
+    let list: PathList = resp.json().await.map_err(|e| format!("GET {url}: unexpected body: {e}"))?;
+    Ok(parse_names(list.items.into_iter().filter(|i| i.ready).map(|i| i.name)))
+}
+
+fn parse_names(paths: impl Iterator<Item = String>) -> HashSet<String> {
+    paths
+        .filter_map(|p| {
+            let n = p.strip_prefix("live/")?.strip_suffix("/in")?;
+            valid_name(n).then(|| n.to_string())
+        })
+        .collect()
+}
+
+/// Worker settings for a stream.
+pub fn worker_config(s: &Settings, name: &str, input: String, output: OutputTarget) -> WorkerConfig {
+    WorkerConfig {
+        name: name.to_string(),
+        input_uri: input,
+        output,
+        fragment_ms: s.fragment_duration_ms,
+        delay_ms: s.output_delay_ms(),
+        deadline_margin_ms: s.deadline_margin_ms,
+        idle_timeout_ms: s.input_idle_timeout_ms,
+        start_timeout_ms: s.input_start_timeout_ms,
+        resync_tolerance_ms: s.resync_tolerance_ms,
+        aac_bitrate: s.aac_bitrate,
+        segment_dir: s.segment_artifacts.then(|| s.segment_dir.clone()),
+    }
+}
+
+/// STS client settings.
+pub fn sts_client_config(s: &Settings) -> StsClientConfig {
+    let mut c = StsClientConfig::new(s.sts_service_url.clone());
+    c.auth_token = s.sts_auth_token.clone();
+    c.reconnect_min = Duration::from_millis(s.retry_min_ms as u64);
+    c.reconnect_max = Duration::from_millis(s.retry_max_ms as u64);
+    c
+}
+
+/// `stream:init` for a stream.
+pub fn stream_init(s: &Settings, name: &str) -> StreamInit {
+    StreamInit {
+        stream_id: name.to_string(),
+        source_language: s.source_language.clone(),
+        target_language: s.target_language.clone(),
+        voice: s.voice.clone(),
+        fragment_duration_ms: s.fragment_duration_ms,
+        audio: AudioFormat::pcm_s16le(STS_RATE, STS_CHANNELS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_live_in_paths_are_streams() {
+        let names = parse_names(
+            ["live/a/in", "live/a/out", "live/b-2/in", "other/c/in", "live/x/y/in", "live/../in"].into_iter().map(String::from),
+        );
+        let mut v: Vec<_> = names.into_iter().collect();
+        v.sort();
+        assert_eq!(v, ["a", "b-2"]);
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("demo_1.x"));
+        assert!(!valid_name("a/b"));
+        assert!(!valid_name(""));
+        assert!(!valid_name(".."));
+    }
+}

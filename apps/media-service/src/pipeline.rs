@@ -1,0 +1,472 @@
+//! The GStreamer graph of one worker: input -> (H.264 passthrough, PCM appsink) and
+//! (appsrc with replacement PCM -> AAC) -> muxer -> RTMP or file, running a fixed delay
+//! behind the input.
+//!
+//! ```text
+//!                  +-> [clocksync] h264parse avc/au -> queue (>= 2*delay) ------------+
+//! uridecodebin ----|                                                                   +-> mux -> sink (sync)
+//!  (any URI)       +-> [clocksync] audioconvert/resample S16 48k 2ch -> appsink         |
+//!                                       ... fragments, STS, deadline ...                |
+//!                      appsrc (live, min-latency = delay, original PTS) -> AAC --------+
+//! ```
+//! `clocksync` is only inserted for non-live inputs (files), so they play in real time.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+use crate::pcm::{INTERNAL_CHANNELS, INTERNAL_RATE};
+
+/// Where a worker writes its output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputTarget {
+    /// Publish FLV over RTMP with an explicit app and stream name (see PLATFORM-NOTES: some
+    /// servers keep only the part of the app before the first `/`).
+    Rtmp {
+        /// Server host.
+        host: String,
+        /// Server port.
+        port: u16,
+        /// RTMP application, e.g. `live`.
+        app: String,
+        /// Stream key, e.g. `<name>/out`.
+        stream: String,
+    },
+    /// Write a file; the container follows the extension.
+    File {
+        /// Destination path.
+        path: PathBuf,
+        /// Container.
+        container: Container,
+    },
+}
+
+/// File containers the worker can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Container {
+    /// `.mp4` (mp4mux; finished on EOS).
+    Mp4,
+    /// `.mkv` (matroskamux).
+    Mkv,
+    /// `.flv` (flvmux).
+    Flv,
+}
+
+/// Errors in understanding an input or output location.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TargetError {
+    /// Unknown output form.
+    #[error("output '{0}' is not understood: expected rtmp://HOST[:PORT]/APP/STREAM or a file ending in .mp4, .mkv or .flv")]
+    Unsupported(String),
+    /// An RTMP URL without app or stream.
+    #[error("RTMP output '{0}' needs an application and a stream name: rtmp://HOST[:PORT]/APP/STREAM (e.g. rtmp://127.0.0.1:1935/live/demo/out)")]
+    RtmpPath(String),
+    /// Input path that does not exist.
+    #[error("input '{0}' is neither a URI (scheme://...) nor an existing file")]
+    MissingInput(String),
+}
+
+impl OutputTarget {
+    /// Parses `rtmp://host[:port]/app/stream...` or a file path with a known extension.
+    pub fn parse(s: &str) -> Result<Self, TargetError> {
+        if let Some(rest) = s.strip_prefix("rtmp://") {
+            let (authority, path) = rest.split_once('/').ok_or_else(|| TargetError::RtmpPath(s.into()))?;
+            let (host, port) = match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p.parse::<u16>().map_err(|_| TargetError::RtmpPath(s.into()))?),
+                None => (authority.to_string(), 1935),
+            };
+            let (app, stream) = path.split_once('/').ok_or_else(|| TargetError::RtmpPath(s.into()))?;
+            if host.is_empty() || app.is_empty() || stream.is_empty() {
+                return Err(TargetError::RtmpPath(s.into()));
+            }
+            return Ok(Self::Rtmp { host, port, app: app.into(), stream: stream.into() });
+        }
+        let path = s.strip_prefix("file://").unwrap_or(s);
+        let lower = path.to_ascii_lowercase();
+        let container = if lower.ends_with(".mp4") || lower.ends_with(".m4v") {
+            Container::Mp4
+        } else if lower.ends_with(".mkv") {
+            Container::Mkv
+        } else if lower.ends_with(".flv") {
+            Container::Flv
+        } else {
+            return Err(TargetError::Unsupported(s.into()));
+        };
+        Ok(Self::File { path: PathBuf::from(path), container })
+    }
+
+    /// Human-readable location for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Rtmp { host, port, app, stream } => format!("rtmp://{host}:{port}/{app}/{stream}"),
+            Self::File { path, .. } => path.display().to_string(),
+        }
+    }
+}
+
+/// Turns a user-given input (URI or file path) into a URI GStreamer can open.
+pub fn input_uri(s: &str) -> Result<String, TargetError> {
+    if s.contains("://") {
+        return Ok(s.to_string());
+    }
+    let p = std::path::Path::new(s);
+    let abs = std::fs::canonicalize(p).map_err(|_| TargetError::MissingInput(s.into()))?;
+    gst::glib::filename_to_uri(&abs, None)
+        .map(|u| u.to_string())
+        .map_err(|_| TargetError::MissingInput(s.into()))
+}
+
+/// Live inputs are paced by their source; everything else is paced by `clocksync`.
+pub fn is_live_uri(uri: &str) -> bool {
+    let scheme = uri.split("://").next().unwrap_or("").to_ascii_lowercase();
+    matches!(scheme.as_str(), "rtsp" | "rtsps" | "rtspt" | "rtmp" | "rtmps" | "srt" | "udp" | "rtp")
+}
+
+/// Errors building or linking the graph.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A GStreamer element is not installed.
+    #[error("GStreamer element '{0}' is missing (install gstreamer1.0-plugins-good/bad/ugly and gstreamer1.0-libav)")]
+    MissingElement(&'static str),
+    /// Linking failed.
+    #[error("could not link {0}")]
+    Link(String),
+    /// A state change failed.
+    #[error("pipeline refused to start: {0}")]
+    State(String),
+}
+
+/// Everything the worker touches in a running graph.
+pub struct MediaPipeline {
+    /// The pipeline.
+    pub pipeline: gst::Pipeline,
+    /// Where replacement audio is pushed.
+    pub appsrc: gst_app::AppSrc,
+    /// Decoded input audio comes out here.
+    pub appsink: gst_app::AppSink,
+    /// Head of the video branch (EOS is sent here by the idle watchdog).
+    pub video_head: gst::Element,
+    /// Head of the audio branch.
+    pub audio_head: gst::Element,
+    /// Monotonic ns (see [`crate::worker`]) of the last input buffer on any branch; 0 = none yet.
+    pub last_input: Arc<AtomicU64>,
+    /// Whether clocksync paces a non-live input.
+    pub paced: bool,
+}
+
+fn make(factory: &'static str) -> Result<gst::Element, PipelineError> {
+    gst::ElementFactory::make(factory).build().map_err(|_| PipelineError::MissingElement(factory))
+}
+
+fn link(chain: &[&gst::Element]) -> Result<(), PipelineError> {
+    gst::Element::link_many(chain.iter().copied()).map_err(|e| {
+        PipelineError::Link(format!(
+            "{}: {e}",
+            chain.iter().map(|e| e.name().to_string()).collect::<Vec<_>>().join(" ! ")
+        ))
+    })
+}
+
+/// The internal raw audio caps.
+pub fn internal_caps() -> gst::Caps {
+    gst::Caps::builder("audio/x-raw")
+        .field("format", "S16LE")
+        .field("layout", "interleaved")
+        .field("rate", INTERNAL_RATE as i32)
+        .field("channels", INTERNAL_CHANNELS as i32)
+        .build()
+}
+
+/// Parameters of the graph.
+#[derive(Debug, Clone)]
+pub struct GraphSpec {
+    /// Input URI.
+    pub uri: String,
+    /// Output.
+    pub output: OutputTarget,
+    /// Fixed output delay.
+    pub delay: Duration,
+    /// AAC bitrate (bit/s).
+    pub aac_bitrate: i32,
+    /// Monotonic clock origin for `last_input` stamps.
+    pub epoch: std::time::Instant,
+}
+
+/// Builds the graph (not started). Dynamic input pads are linked as they appear.
+pub fn build(spec: &GraphSpec) -> Result<MediaPipeline, PipelineError> {
+    let pipeline = gst::Pipeline::with_name("worker");
+    let paced = !is_live_uri(&spec.uri);
+    let delay_ns = spec.delay.as_nanos() as u64;
+
+    let src = make("uridecodebin")?;
+    src.set_property("uri", &spec.uri);
+    // Stop decoding at H.264 (passthrough) and raw audio.
+    src.set_property(
+        "caps",
+        gst::Caps::builder_full()
+            .structure(gst::Structure::new_empty("video/x-h264"))
+            .structure(gst::Structure::new_empty("audio/x-raw"))
+            .build(),
+    );
+    src.connect("source-setup", false, |args| {
+        if let Some(Ok(source)) = args.get(1).map(|v| v.get::<gst::Element>()) {
+            if source.find_property("protocols").is_some() {
+                // RTSP over TCP: interleaved RTP, no UDP port ranges, works through NAT/compose.
+                source.set_property_from_str("protocols", "tcp");
+            }
+        }
+        None
+    });
+
+    // Video branch.
+    let vsync = if paced { Some(make("clocksync")?) } else { None };
+    let vparse = make("h264parse")?;
+    vparse.set_property("config-interval", -1i32);
+    let vcaps = make("capsfilter")?;
+    vcaps.set_property(
+        "caps",
+        gst::Caps::builder("video/x-h264").field("stream-format", "avc").field("alignment", "au").build(),
+    );
+    let vqueue = make("queue")?;
+    // Holds video for the whole delay (plus slack): never leaky, no byte/buffer limits.
+    vqueue.set_property("max-size-time", 2 * delay_ns + 2_000_000_000);
+    vqueue.set_property("max-size-bytes", 0u32);
+    vqueue.set_property("max-size-buffers", 0u32);
+
+    // Audio branch to the fragmenter.
+    let async_ = make("queue")?;
+    let aconv = make("audioconvert")?;
+    let ares = make("audioresample")?;
+    let async_clock = if paced { Some(make("clocksync")?) } else { None };
+    let appsink = gst_app::AppSink::builder().caps(&internal_caps()).sync(false).max_buffers(0).build();
+    appsink.set_property("emit-signals", false);
+    // No preroll anywhere: the output cannot produce a buffer before the appsink has
+    // delivered a whole fragment, so waiting for sinks to preroll would deadlock.
+    appsink.set_property("async", false);
+
+    // Replacement audio branch.
+    let appsrc = gst_app::AppSrc::builder()
+        .caps(&internal_caps())
+        .format(gst::Format::Time)
+        .is_live(true)
+        .do_timestamp(false)
+        .min_latency(delay_ns as i64)
+        .max_latency(delay_ns as i64)
+        .max_bytes(256 * 1024 * 1024)
+        .block(false)
+        .stream_type(gst_app::AppStreamType::Stream)
+        .build();
+    let oconv = make("audioconvert")?;
+    let ores = make("audioresample")?;
+    let enc = make("avenc_aac")?;
+    enc.set_property("bitrate", spec.aac_bitrate);
+    let aparse = make("aacparse")?;
+    let oqueue = make("queue")?;
+
+    let (mux, sink): (gst::Element, gst::Element) = match &spec.output {
+        OutputTarget::Rtmp { host, port, app, stream } => {
+            let mux = make("flvmux")?;
+            mux.set_property("streamable", true);
+            let sink = make("rtmp2sink")?;
+            sink.set_property("host", host);
+            sink.set_property("port", *port as i32);
+            sink.set_property("application", app);
+            sink.set_property("stream", stream);
+            // Connect on the first buffer: the output is silent for the whole delay and some
+            // servers drop an idle publisher after ~2 s.
+            sink.set_property("async-connect", false);
+            sink.set_property("sync", true);
+            sink.set_property("async", false);
+            (mux, sink)
+        }
+        OutputTarget::File { path, container } => {
+            let mux = match container {
+                Container::Mp4 => make("mp4mux")?,
+                Container::Mkv => make("matroskamux")?,
+                Container::Flv => make("flvmux")?,
+            };
+            let sink = make("filesink")?;
+            sink.set_property("location", path.display().to_string());
+            sink.set_property("sync", false);
+            sink.set_property("async", false);
+            (mux, sink)
+        }
+    };
+    if mux.find_property("latency").is_some() {
+        mux.set_property("latency", 0u64);
+    }
+
+    let mut all: Vec<&gst::Element> = vec![&src, &vparse, &vcaps, &vqueue, &async_, &aconv, &ares];
+    if let Some(v) = &vsync {
+        all.push(v);
+    }
+    if let Some(a) = &async_clock {
+        all.push(a);
+    }
+    let appsink_el = appsink.upcast_ref::<gst::Element>();
+    let appsrc_el = appsrc.upcast_ref::<gst::Element>();
+    all.extend([appsink_el, appsrc_el, &oconv, &ores, &enc, &aparse, &oqueue, &mux, &sink]);
+    pipeline.add_many(all.iter().copied()).map_err(|e| PipelineError::Link(e.to_string()))?;
+
+    let video_head = match &vsync {
+        Some(v) => {
+            link(&[v, &vparse, &vcaps, &vqueue])?;
+            v.clone()
+        }
+        None => {
+            link(&[&vparse, &vcaps, &vqueue])?;
+            vparse.clone()
+        }
+    };
+    let audio_head = match &async_clock {
+        Some(a) => {
+            link(&[a, &async_, &aconv, &ares, appsink_el])?;
+            a.clone()
+        }
+        None => {
+            link(&[&async_, &aconv, &ares, appsink_el])?;
+            async_.clone()
+        }
+    };
+    link(&[appsrc_el, &oconv, &ores, &enc, &aparse, &oqueue])?;
+    let (vtmpl, atmpl) = if mux.pad_template("video").is_some() { ("video", "audio") } else { ("video_%u", "audio_%u") };
+    let mux_v = mux.request_pad_simple(vtmpl).ok_or_else(|| PipelineError::Link(format!("{} has no {vtmpl} pad", mux.name())))?;
+    let mux_a = mux.request_pad_simple(atmpl).ok_or_else(|| PipelineError::Link(format!("{} has no {atmpl} pad", mux.name())))?;
+    vqueue
+        .static_pad("src")
+        .expect("queue has src")
+        .link(&mux_v)
+        .map_err(|e| PipelineError::Link(format!("video queue -> mux: {e:?}")))?;
+    oqueue
+        .static_pad("src")
+        .expect("queue has src")
+        .link(&mux_a)
+        .map_err(|e| PipelineError::Link(format!("audio queue -> mux: {e:?}")))?;
+    link(&[&mux, &sink])?;
+
+    // Input activity stamps, for the idle watchdog.
+    let last_input = Arc::new(AtomicU64::new(0));
+    for head in [&video_head, &audio_head] {
+        let li = last_input.clone();
+        let epoch = spec.epoch;
+        head.static_pad("sink").expect("sink pad").add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            li.store(epoch.elapsed().as_nanos().max(1) as u64, Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        });
+    }
+
+    // Link input pads as they appear.
+    let vhead = video_head.clone();
+    let ahead = audio_head.clone();
+    let pipe_weak = pipeline.downgrade();
+    src.connect_pad_added(move |_src, pad| {
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let Some(s) = caps.structure(0) else { return };
+        let name = s.name().to_string();
+        let target = if name == "video/x-h264" {
+            Some(&vhead)
+        } else if name == "audio/x-raw" {
+            Some(&ahead)
+        } else {
+            None
+        };
+        match target {
+            Some(head) => {
+                let sinkpad = head.static_pad("sink").expect("sink pad");
+                if sinkpad.is_linked() {
+                    tracing::warn!(caps = %name, "input has a second {name} track: ignoring it");
+                    attach_fakesink(&pipe_weak, pad);
+                } else if let Err(e) = pad.link(&sinkpad) {
+                    tracing::error!(caps = %name, error = ?e, "could not link input pad");
+                }
+            }
+            None if name.starts_with("video/") => {
+                if let Some(p) = pipe_weak.upgrade() {
+                    let msg = format!("input video is {name}: only H.264 can be passed through (no re-encode)");
+                    let _ = p.post_message(
+                        gst::message::Error::builder(gst::CoreError::Negotiation, &msg).build(),
+                    );
+                }
+            }
+            None => {
+                tracing::info!(caps = %name, "ignoring input track");
+                attach_fakesink(&pipe_weak, pad);
+            }
+        }
+    });
+
+    Ok(MediaPipeline { pipeline, appsrc, appsink, video_head, audio_head, last_input, paced })
+}
+
+fn attach_fakesink(pipe: &gst::glib::WeakRef<gst::Pipeline>, pad: &gst::Pad) {
+    let Some(p) = pipe.upgrade() else { return };
+    if let Ok(fs) = gst::ElementFactory::make("fakesink").property("sync", false).property("async", false).build() {
+        if p.add(&fs).is_ok() {
+            let _ = fs.sync_state_with_parent();
+            if let Some(sp) = fs.static_pad("sink") {
+                let _ = pad.link(&sp);
+            }
+        }
+    }
+}
+
+/// Wraps interleaved S16 samples in a timestamped buffer for the appsrc.
+pub fn pcm_buffer(samples: &[i16], pts_ns: u64, duration_ns: u64) -> gst::Buffer {
+    let mut bytes = Vec::with_capacity(samples.len() * 2);
+    for s in samples {
+        bytes.extend_from_slice(&s.to_le_bytes());
+    }
+    let mut buf = gst::Buffer::from_mut_slice(bytes);
+    {
+        let b = buf.get_mut().expect("fresh buffer is writable");
+        b.set_pts(gst::ClockTime::from_nseconds(pts_ns));
+        b.set_duration(gst::ClockTime::from_nseconds(duration_ns));
+    }
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtmp_targets_keep_app_and_stream_apart() {
+        assert_eq!(
+            OutputTarget::parse("rtmp://10.0.0.1:1936/live/abc/out").unwrap(),
+            OutputTarget::Rtmp { host: "10.0.0.1".into(), port: 1936, app: "live".into(), stream: "abc/out".into() }
+        );
+        assert_eq!(
+            OutputTarget::parse("rtmp://h/live/x").unwrap(),
+            OutputTarget::Rtmp { host: "h".into(), port: 1935, app: "live".into(), stream: "x".into() }
+        );
+        assert!(matches!(OutputTarget::parse("rtmp://h/live"), Err(TargetError::RtmpPath(_))));
+    }
+
+    #[test]
+    fn file_targets_follow_the_extension() {
+        assert!(matches!(OutputTarget::parse("/tmp/a.MP4"), Ok(OutputTarget::File { container: Container::Mp4, .. })));
+        assert!(matches!(OutputTarget::parse("b.mkv"), Ok(OutputTarget::File { container: Container::Mkv, .. })));
+        assert!(matches!(OutputTarget::parse("c.flv"), Ok(OutputTarget::File { container: Container::Flv, .. })));
+        let e = OutputTarget::parse("d.avi").unwrap_err();
+        assert!(e.to_string().contains(".mp4, .mkv or .flv"), "{e}");
+    }
+
+    #[test]
+    fn live_schemes() {
+        assert!(is_live_uri("rtsp://h:8554/live/a/in"));
+        assert!(is_live_uri("RTMP://h/live/a"));
+        assert!(!is_live_uri("file:///tmp/a.mp4"));
+        assert!(!is_live_uri("https://example.org/a.mp4"));
+    }
+
+    #[test]
+    fn missing_input_file_is_named() {
+        let e = input_uri("/nonexistent/x.mp4").unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/x.mp4"));
+    }
+}

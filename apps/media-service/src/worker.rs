@@ -1,0 +1,877 @@
+//! One worker = one stream: runs the graph, cuts fragments, sends them to the STS, and
+//! places each answer (or the original audio) at the fragment's own timestamps before its
+//! deadline.
+//!
+//! Timing model (all on the pipeline's running time; D = output delay, F = fragment length,
+//! M = deadline margin):
+//!
+//! ```text
+//! input    |--- fragment k: [t, t+F) ---|
+//! STS                                   |== send, ASR/MT/TTS, answer ==|
+//! deadline                                                             t+D-M   (push original if no answer)
+//! output                                                                   t+D |--- fragment k plays ---|
+//! ```
+//! The sinks render with `sync=true` at running time + D (the appsrc reports D as its
+//! latency), so the whole output runs exactly D behind the input. The encoder needs the
+//! next samples to finish a frame, so audio must be in the appsrc M (>= 300 ms) before
+//! render time. STS budget = D - F - M.
+//!
+//! Threads: GStreamer streaming threads run the appsink callback (fragmenter, then a
+//! non-blocking `try_send`); a plain std thread pops the bus; the coordinator is one tokio
+//! task that never blocks (PCM conversion and WAV writing go to `spawn_blocking`).
+
+use std::collections::VecDeque;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use serde::Serialize;
+use sts_protocol::{AudioFormat, AudioPayload, Backpressure, BackpressureAction, FragmentData, FragmentProcessed, FragmentStatus};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::fragmenter::{Fragment, Fragmenter};
+use crate::metrics::Metrics;
+use crate::pcm::{self, INTERNAL_CHANNELS, INTERNAL_RATE, STS_CHANNELS, STS_RATE};
+use crate::pipeline::{self, GraphSpec, MediaPipeline, OutputTarget, PipelineError};
+
+/// AAC (avenc_aac) priming: 1024 samples at 48 kHz put the audio content this late.
+pub const AAC_PRIMING_MS: f64 = 1024.0 * 1000.0 / INTERNAL_RATE as f64;
+
+/// What the STS side tells the worker.
+#[derive(Debug, Clone)]
+pub enum DubEvent {
+    /// A fragment's answer.
+    Processed(Box<FragmentProcessed>),
+    /// An answer that could not be understood; `sequence` when it could still be read.
+    Malformed {
+        /// Sequence number, if present in the payload.
+        sequence: Option<u64>,
+        /// What was wrong.
+        error: String,
+    },
+    /// Flow-control advice.
+    Backpressure(Backpressure),
+    /// The STS session became ready (`true`, after `stream:init` was acknowledged) or lost.
+    Ready {
+        /// Ready or not.
+        ready: bool,
+        /// A readiness after an earlier one (a reconnection).
+        reconnect: bool,
+    },
+}
+
+/// The STS as the worker sees it. Implemented over Socket.IO in [`crate::sts`]; tests use
+/// fakes.
+pub trait Dubber: Send + Sync + 'static {
+    /// Sends one fragment; resolves when the STS acknowledged it (accepted) or refused it.
+    fn submit(&self, fragment: FragmentData) -> BoxFuture<'static, Result<(), String>>;
+    /// Whether fragments can be sent now.
+    fn is_ready(&self) -> bool;
+}
+
+/// Settings of one worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Stream name (`live/<name>/in`).
+    pub name: String,
+    /// Input URI.
+    pub input_uri: String,
+    /// Output.
+    pub output: OutputTarget,
+    /// Fragment length (ms).
+    pub fragment_ms: u32,
+    /// Fixed output delay (ms).
+    pub delay_ms: u32,
+    /// Fall back this long before a fragment's render time (ms).
+    pub deadline_margin_ms: u32,
+    /// No input for this long ends a live worker (ms).
+    pub idle_timeout_ms: u32,
+    /// No input at all for this long after start is an error (ms).
+    pub start_timeout_ms: u32,
+    /// Resync tolerance of the fragmenter (ms).
+    pub resync_tolerance_ms: u32,
+    /// AAC bitrate.
+    pub aac_bitrate: i32,
+    /// Where per-fragment artifacts go (`<dir>/<name>/`), if anywhere.
+    pub segment_dir: Option<PathBuf>,
+}
+
+/// How a fragment went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Dubbed audio was used.
+    Processed,
+    /// Original audio: no answer in time, or STS unavailable/paused.
+    Fallback,
+    /// Original audio: the STS failed the fragment, refused it, or answered malformed.
+    Failed,
+}
+
+impl Outcome {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Processed => "processed",
+            Self::Fallback => "fallback",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// One line of the fragment log (SEGMENT_DIR JSONL and the file-mode report).
+#[derive(Debug, Clone, Serialize)]
+pub struct FragmentRecord {
+    /// Stream name.
+    pub stream: String,
+    /// Sequence number.
+    pub sequence: u64,
+    /// Start on the stream timeline (ms from the first audio sample).
+    pub pts_ms: u64,
+    /// Duration (ms).
+    pub duration_ms: u64,
+    /// Outcome.
+    pub status: Outcome,
+    /// Why the original audio was used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// STS status, when it answered in time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sts_status: Option<String>,
+    /// ASR text.
+    pub transcript: String,
+    /// Translation.
+    pub translation: String,
+    /// Send -> answer (ms), when answered in time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roundtrip_ms: Option<u64>,
+    /// STS-side processing (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processing_time_ms: Option<u64>,
+    /// STS per-stage times.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage_ms: Option<sts_protocol::StageMs>,
+    /// Time left before the deadline when the audio was pushed (ms; negative = late).
+    pub slack_ms: i64,
+}
+
+/// How a worker ended without error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerEnd {
+    /// Input ended (EOS or idle watchdog) and the output was finished.
+    Finished,
+    /// Stopped on request.
+    Cancelled,
+}
+
+/// Errors that end a worker.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The graph could not be built.
+    #[error("stream '{stream}': {source}")]
+    Pipeline {
+        /// Stream.
+        stream: String,
+        /// Cause.
+        source: PipelineError,
+    },
+    /// GStreamer reported an error while running.
+    #[error("stream '{stream}': {element}: {message}")]
+    Runtime {
+        /// Stream.
+        stream: String,
+        /// Element path.
+        element: String,
+        /// Error and debug text.
+        message: String,
+    },
+    /// Nothing arrived from the input.
+    #[error("stream '{stream}': no media from {uri} within {timeout_ms} ms")]
+    NoInput {
+        /// Stream.
+        stream: String,
+        /// Input.
+        uri: String,
+        /// Timeout.
+        timeout_ms: u32,
+    },
+}
+
+/// Live state, shared with `/health` and the control API.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WorkerStatus {
+    /// starting | running | draining | finished | failed | retrying | stopped.
+    pub state: String,
+    /// Input URI.
+    pub input: String,
+    /// Output location.
+    pub output: String,
+    /// Fragments cut so far.
+    pub fragments: u64,
+    /// Dubbed fragments.
+    pub processed: u64,
+    /// Original-audio fragments (late / STS down).
+    pub fallback: u64,
+    /// Failed fragments (original audio).
+    pub failed: u64,
+    /// STS session ready.
+    pub sts_ready: bool,
+    /// Last error, if any.
+    pub last_error: Option<String>,
+    /// Pipeline restarts.
+    pub restarts: u64,
+}
+
+/// Shared handle to a worker's status.
+pub type StatusCell = Arc<Mutex<WorkerStatus>>;
+
+/// Callback per finished fragment (file mode prints progress with it).
+pub type FragmentHook = Arc<dyn Fn(&FragmentRecord) + Send + Sync>;
+
+enum AudioMsg {
+    Fragment(Fragment),
+    Eos,
+}
+
+enum BusMsg {
+    Eos,
+    Error { element: String, message: String },
+}
+
+enum Resolution {
+    Dubbed { pcm48: Vec<i16>, processed: Box<FragmentProcessed>, roundtrip: Duration },
+    Original { outcome: Outcome, reason: String, processed: Option<Box<FragmentProcessed>> },
+}
+
+struct Pending {
+    frag: Fragment,
+    deadline: Instant,
+    sent_at: Option<Instant>,
+    resolution: Option<Resolution>,
+    decoding: bool,
+}
+
+enum Internal {
+    Submitted { seq: u64, result: Result<(), String>, sent_at: Instant },
+    NotSent { seq: u64, reason: String },
+    Decoded { seq: u64, result: Result<Vec<i16>, String>, processed: Box<FragmentProcessed> },
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned status lock only means a panic elsewhere; the data is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs one worker until its input ends, it is cancelled, or it fails.
+pub async fn run_worker(
+    cfg: WorkerConfig,
+    dubber: Arc<dyn Dubber>,
+    mut events: mpsc::Receiver<DubEvent>,
+    metrics: Arc<Metrics>,
+    status: StatusCell,
+    cancel: CancellationToken,
+    hook: Option<FragmentHook>,
+) -> Result<WorkerEnd, WorkerError> {
+    let name = cfg.name.clone();
+    let epoch = Instant::now();
+    let spec = GraphSpec {
+        uri: cfg.input_uri.clone(),
+        output: cfg.output.clone(),
+        delay: Duration::from_millis(cfg.delay_ms as u64),
+        aac_bitrate: cfg.aac_bitrate,
+        epoch,
+    };
+    let graph = pipeline::build(&spec).map_err(|source| WorkerError::Pipeline { stream: name.clone(), source })?;
+    {
+        let mut st = lock(&status);
+        st.state = "starting".into();
+        st.input = cfg.input_uri.clone();
+        st.output = cfg.output.describe();
+    }
+    metrics.output_delay_ms.with_label_values(&[&name]).set(cfg.delay_ms as i64);
+
+    // Appsink -> fragmenter -> coordinator.
+    let (audio_tx, mut audio_rx) = mpsc::channel::<AudioMsg>(64);
+    let fragmenter = Arc::new(Mutex::new(Fragmenter::new(cfg.fragment_ms, cfg.resync_tolerance_ms)));
+    install_appsink(&graph, fragmenter.clone(), audio_tx.clone(), name.clone());
+
+    // Bus -> coordinator, on a plain thread (keeps GLib off the tokio workers).
+    let (bus_tx, mut bus_rx) = mpsc::channel::<BusMsg>(16);
+    let bus_stop = Arc::new(AtomicBool::new(false));
+    let bus_thread = spawn_bus_thread(&graph, bus_tx, bus_stop.clone(), name.clone());
+
+    graph.pipeline.set_state(gst::State::Playing).map_err(|e| WorkerError::Pipeline {
+        stream: name.clone(),
+        source: PipelineError::State(format!("{e}: check that the input {} exists and the output {} is reachable", cfg.input_uri, cfg.output.describe())),
+    })?;
+    metrics.active_workers.inc();
+    info!(stream = %name, input = %cfg.input_uri, output = %cfg.output.describe(), delay_ms = cfg.delay_ms, fragment_ms = cfg.fragment_ms, "worker started");
+
+    let mut co = Coordinator {
+        cfg: cfg.clone(),
+        graph: &graph,
+        dubber,
+        metrics: metrics.clone(),
+        status: status.clone(),
+        hook,
+        pending: VecDeque::new(),
+        paused: false,
+        segment_dir: cfg.segment_dir.as_ref().map(|d| d.join(sanitize(&cfg.name))),
+        internal_tx: None,
+        first_pts_ns: None,
+        stream_format: AudioFormat::pcm_s16le(STS_RATE, STS_CHANNELS),
+    };
+    if let Some(d) = &co.segment_dir {
+        if let Err(e) = std::fs::create_dir_all(d) {
+            warn!(stream = %name, dir = %d.display(), error = %e, "cannot create segment dir; artifacts disabled");
+            co.segment_dir = None;
+        }
+    }
+    let (internal_tx, mut internal_rx) = mpsc::channel::<Internal>(64);
+    co.internal_tx = Some(internal_tx);
+
+    let mut input_done = false;
+    let mut eos_sent_at: Option<Instant> = None;
+    let mut watchdog = tokio::time::interval(Duration::from_millis(200));
+    let mut started_state = false;
+    let result: Result<WorkerEnd, WorkerError> = loop {
+        let next_deadline = co.pending.iter().find(|p| p.resolution.is_none()).map(|p| p.deadline);
+        tokio::select! {
+            _ = cancel.cancelled() => break Ok(WorkerEnd::Cancelled),
+            Some(msg) = audio_rx.recv() => match msg {
+                AudioMsg::Fragment(f) => co.on_fragment(f),
+                AudioMsg::Eos => {
+                    if !input_done {
+                        info!(stream = %name, "input ended (EOS)");
+                        input_done = true;
+                    }
+                }
+            },
+            Some(ev) = events.recv() => co.on_event(ev),
+            Some(m) = internal_rx.recv() => co.on_internal(m),
+            Some(b) = bus_rx.recv() => match b {
+                BusMsg::Eos => break Ok(WorkerEnd::Finished),
+                BusMsg::Error { element, message } => break Err(WorkerError::Runtime { stream: name.clone(), element, message }),
+            },
+            _ = sleep_until_opt(next_deadline) => co.on_deadlines(),
+            _ = watchdog.tick() => {
+                let last = graph.last_input.load(Ordering::Relaxed);
+                let now = epoch.elapsed().as_nanos() as u64;
+                if last == 0 {
+                    if now > cfg.start_timeout_ms as u64 * 1_000_000 {
+                        break Err(WorkerError::NoInput { stream: name.clone(), uri: cfg.input_uri.clone(), timeout_ms: cfg.start_timeout_ms });
+                    }
+                } else {
+                    if !started_state {
+                        started_state = true;
+                        lock(&status).state = "running".into();
+                    }
+                    if !input_done && now.saturating_sub(last) > cfg.idle_timeout_ms as u64 * 1_000_000 {
+                        info!(stream = %name, idle_ms = cfg.idle_timeout_ms, "input idle (publisher stopped?): flushing and ending the output");
+                        input_done = true;
+                        // rtspsrc sends no EOS when the publisher goes away: end both branches.
+                        let partial = lock(&fragmenter).flush();
+                        if let Some(f) = partial { co.on_fragment(f); }
+                        if let Some(pad) = graph.video_head.static_pad("sink") {
+                            // send_event takes the pad's stream lock: never on a tokio thread.
+                            tokio::task::spawn_blocking(move || pad.send_event(gst::event::Eos::new()));
+                        }
+                    }
+                }
+                if let Some(t) = eos_sent_at {
+                    // The output should finish within the delay; give it generous slack.
+                    if t.elapsed() > Duration::from_millis(cfg.delay_ms as u64 + 15_000) {
+                        warn!(stream = %name, "output did not finish after EOS; stopping anyway");
+                        break Ok(WorkerEnd::Finished);
+                    }
+                }
+            }
+        }
+        co.flush_ready();
+        if input_done && eos_sent_at.is_none() && co.pending.is_empty() && audio_rx.is_empty() {
+            lock(&status).state = "draining".into();
+            debug!(stream = %name, "all fragments placed; sending EOS to the output audio");
+            let _ = graph.appsrc.end_of_stream();
+            eos_sent_at = Some(Instant::now());
+        }
+    };
+
+    // Tear down: NULL frees the sockets, threads and buffers of the graph.
+    bus_stop.store(true, Ordering::Relaxed);
+    let pipe = graph.pipeline.clone();
+    let _ = tokio::task::spawn_blocking(move || pipe.set_state(gst::State::Null)).await;
+    let _ = tokio::task::spawn_blocking(move || bus_thread.join()).await;
+    metrics.active_workers.dec();
+    metrics.inflight.with_label_values(&[&name]).set(0);
+    {
+        let mut st = lock(&status);
+        match &result {
+            Ok(WorkerEnd::Finished) => st.state = "finished".into(),
+            Ok(WorkerEnd::Cancelled) => st.state = "stopped".into(),
+            Err(e) => {
+                st.state = "failed".into();
+                st.last_error = Some(e.to_string());
+            }
+        }
+    }
+    match &result {
+        Ok(end) => info!(stream = %name, ?end, "worker ended"),
+        Err(e) => error!(stream = %name, error = %e, "worker failed"),
+    }
+    result
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => futures::future::pending().await,
+    }
+}
+
+/// Replaces characters that do not belong in a directory name.
+pub fn sanitize(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+fn install_appsink(graph: &MediaPipeline, fragmenter: Arc<Mutex<Fragmenter>>, tx: mpsc::Sender<AudioMsg>, name: String) {
+    let tx_eos = tx.clone();
+    let frag_eos = fragmenter.clone();
+    let name_eos = name.clone();
+    graph.appsink.set_callbacks(
+        gstreamer_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let (Some(buffer), Some(segment)) = (sample.buffer(), sample.segment()) else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let Some(seg) = segment.downcast_ref::<gst::ClockTime>() else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let Some(rt) = buffer.pts().and_then(|p| seg.to_running_time(p)) else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let Ok(map) = buffer.map_readable() else { return Ok(gst::FlowSuccess::Ok) };
+                let samples: Vec<i16> = map.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+                drop(map);
+                let done = lock(&fragmenter).push(rt.nseconds(), &samples);
+                for f in done {
+                    // Never block a streaming thread: 64 fragments of backlog means the
+                    // coordinator is gone, and dropping is the only sane thing left.
+                    if tx.try_send(AudioMsg::Fragment(f)).is_err() {
+                        warn!(stream = %name, "coordinator not keeping up; fragment dropped");
+                    }
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .eos(move |_| {
+                let last = lock(&frag_eos).flush();
+                if let Some(f) = last {
+                    let _ = tx_eos.try_send(AudioMsg::Fragment(f));
+                }
+                if tx_eos.try_send(AudioMsg::Eos).is_err() {
+                    warn!(stream = %name_eos, "could not signal input EOS");
+                }
+            })
+            .build(),
+    );
+}
+
+fn spawn_bus_thread(graph: &MediaPipeline, tx: mpsc::Sender<BusMsg>, stop: Arc<AtomicBool>, name: String) -> std::thread::JoinHandle<()> {
+    let bus = graph.pipeline.bus().expect("a pipeline has a bus");
+    let pipe = graph.pipeline.downgrade();
+    std::thread::Builder::new()
+        .name(format!("bus-{name}"))
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else { continue };
+                use gst::MessageView as V;
+                match msg.view() {
+                    V::Eos(_) => {
+                        let _ = tx.blocking_send(BusMsg::Eos);
+                    }
+                    V::Error(e) => {
+                        let element = e.src().map(|s| s.path_string().to_string()).unwrap_or_default();
+                        let message = match e.debug() {
+                            Some(d) => format!("{} ({d})", e.error()),
+                            None => e.error().to_string(),
+                        };
+                        let _ = tx.blocking_send(BusMsg::Error { element, message });
+                    }
+                    V::Warning(w) => warn!(stream = %name, element = ?w.src().map(|s| s.path_string()), "{}", w.error()),
+                    V::Latency(_) => {
+                        if let Some(p) = pipe.upgrade() {
+                            let _ = p.recalculate_latency();
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .expect("spawning a thread")
+}
+
+struct Coordinator<'a> {
+    cfg: WorkerConfig,
+    graph: &'a MediaPipeline,
+    dubber: Arc<dyn Dubber>,
+    metrics: Arc<Metrics>,
+    status: StatusCell,
+    hook: Option<FragmentHook>,
+    pending: VecDeque<Pending>,
+    paused: bool,
+    segment_dir: Option<PathBuf>,
+    internal_tx: Option<mpsc::Sender<Internal>>,
+    first_pts_ns: Option<u64>,
+    stream_format: AudioFormat,
+}
+
+impl Coordinator<'_> {
+    fn running_time_now(&self) -> Option<u64> {
+        let clock = self.graph.pipeline.clock()?;
+        let base = self.graph.pipeline.base_time()?;
+        Some(clock.time().nseconds().saturating_sub(base.nseconds()))
+    }
+
+    fn on_fragment(&mut self, frag: Fragment) {
+        let name = self.cfg.name.clone();
+        let first = *self.first_pts_ns.get_or_insert(frag.start_ns);
+        lock(&self.status).fragments += 1;
+        let stats = lock(&self.status).fragments;
+        let _ = stats;
+        let drift_ms = frag.max_drift_ns as f64 / 1e6;
+        self.metrics.av_sync_delta_ms.with_label_values(&[&name]).set(drift_ms + AAC_PRIMING_MS);
+
+        // Deadline on the pipeline clock, converted to a tokio instant.
+        let render_rt = frag.start_ns + self.cfg.delay_ms as u64 * 1_000_000;
+        let margin = self.cfg.deadline_margin_ms as u64 * 1_000_000;
+        let now_rt = self.running_time_now().unwrap_or(frag.start_ns + frag.duration_ns);
+        let left_ns = (render_rt.saturating_sub(margin)) as i128 - now_rt as i128;
+        let deadline = Instant::now() + Duration::from_nanos(left_ns.max(0) as u64);
+        let seq = frag.sequence;
+        debug!(stream = %name, seq, pts_ms = (frag.start_ns - first) / 1_000_000, budget_ms = left_ns / 1_000_000, "fragment cut");
+
+        let pcm48 = frag.pcm.clone();
+        let data_meta = (frag.start_ns - first, frag.duration_ns);
+        let ready = self.dubber.is_ready() && !self.paused && left_ns > 0;
+        let why_not = if !self.dubber.is_ready() {
+            "STS unavailable"
+        } else if self.paused {
+            "STS asked to pause"
+        } else {
+            "no time left before the deadline"
+        };
+        self.pending.push_back(Pending { frag, deadline, sent_at: None, resolution: None, decoding: false });
+
+        let tx = self.internal_tx.clone().expect("set before the loop");
+        let dubber = self.dubber.clone();
+        let stream_id = self.cfg.name.clone();
+        let seg_dir = self.segment_dir.clone();
+        let format = self.stream_format.clone();
+        let why_not = why_not.to_string();
+        tokio::spawn(async move {
+            let conv = tokio::task::spawn_blocking(move || {
+                let s16 = pcm::internal_to_sts(&pcm48);
+                if let Some(d) = &seg_dir {
+                    let p = d.join(format!("{seq:06}-original.wav"));
+                    if let Err(e) = pcm::write_wav(&p, &s16, STS_RATE, STS_CHANNELS) {
+                        warn!(path = %p.display(), error = %e, "cannot write original WAV");
+                    }
+                }
+                s16
+            })
+            .await;
+            let Ok(s16) = conv else { return };
+            if !ready {
+                let _ = tx.send(Internal::NotSent { seq, reason: why_not }).await;
+                return;
+            }
+            let duration_ms = (data_meta.1 / 1_000_000) as u32;
+            let fd = FragmentData {
+                fragment_id: format!("{stream_id}-{seq}"),
+                stream_id,
+                sequence_number: seq,
+                pts_ms: (data_meta.0 / 1_000_000) as i64,
+                duration_ms,
+                audio: AudioPayload::from_samples(&format, &s16),
+            };
+            let sent_at = Instant::now();
+            let result = dubber.submit(fd).await;
+            let _ = tx.send(Internal::Submitted { seq, result, sent_at }).await;
+        });
+    }
+
+    fn find(&mut self, seq: u64) -> Option<&mut Pending> {
+        self.pending.iter_mut().find(|p| p.frag.sequence == seq)
+    }
+
+    fn set_inflight(&self) {
+        let n = self.pending.iter().filter(|p| p.sent_at.is_some() && p.resolution.is_none()).count();
+        self.metrics.inflight.with_label_values(&[&self.cfg.name]).set(n as i64);
+    }
+
+    fn on_internal(&mut self, m: Internal) {
+        match m {
+            Internal::NotSent { seq, reason } => {
+                if let Some(p) = self.find(seq) {
+                    if p.resolution.is_none() {
+                        p.resolution = Some(Resolution::Original { outcome: Outcome::Fallback, reason, processed: None });
+                    }
+                }
+            }
+            Internal::Submitted { seq, result, sent_at } => {
+                let name = self.cfg.name.clone();
+                if let Some(p) = self.find(seq) {
+                    match result {
+                        Ok(()) => p.sent_at = Some(sent_at),
+                        Err(e) => {
+                            warn!(stream = %name, seq, error = %e, "STS did not take the fragment; original audio");
+                            if p.resolution.is_none() {
+                                p.resolution = Some(Resolution::Original { outcome: Outcome::Failed, reason: format!("not accepted: {e}"), processed: None });
+                            }
+                        }
+                    }
+                }
+                self.set_inflight();
+            }
+            Internal::Decoded { seq, result, processed } => {
+                let name = self.cfg.name.clone();
+                let Some(p) = self.find(seq) else {
+                    self.metrics.late_answers.with_label_values(&[&name]).inc();
+                    return;
+                };
+                p.decoding = false;
+                if p.resolution.is_some() {
+                    // The deadline passed while decoding.
+                    self.metrics.late_answers.with_label_values(&[&name]).inc();
+                    return;
+                }
+                let roundtrip = p.sent_at.map(|t| t.elapsed()).unwrap_or_default();
+                p.resolution = Some(match result {
+                    Ok(pcm48) => Resolution::Dubbed { pcm48, processed, roundtrip },
+                    Err(e) => {
+                        warn!(stream = %name, seq, error = %e, "malformed dubbed audio; original audio");
+                        Resolution::Original { outcome: Outcome::Failed, reason: format!("malformed answer: {e}"), processed: Some(processed) }
+                    }
+                });
+                self.metrics.sts_roundtrip.observe(roundtrip.as_secs_f64());
+                self.set_inflight();
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: DubEvent) {
+        let name = self.cfg.name.clone();
+        match ev {
+            DubEvent::Ready { ready, reconnect } => {
+                lock(&self.status).sts_ready = ready;
+                if ready && reconnect {
+                    self.metrics.sts_reconnects.with_label_values(&[&name]).inc();
+                    info!(stream = %name, "STS session re-established: dubbing resumes with the next fragment");
+                } else if !ready {
+                    warn!(stream = %name, "STS session lost: fragments go out with original audio until it returns");
+                    self.paused = false;
+                }
+            }
+            DubEvent::Backpressure(bp) => {
+                debug!(stream = %name, inflight = bp.inflight, max = bp.max_inflight, action = ?bp.action, "STS backpressure");
+                match bp.action {
+                    BackpressureAction::Pause => self.paused = true,
+                    BackpressureAction::Resume => self.paused = false,
+                    BackpressureAction::SlowDown => {}
+                }
+            }
+            DubEvent::Malformed { sequence, error } => {
+                warn!(stream = %name, ?sequence, error = %error, "malformed STS answer");
+                if let Some(seq) = sequence {
+                    if let Some(p) = self.find(seq) {
+                        if p.resolution.is_none() {
+                            p.resolution = Some(Resolution::Original { outcome: Outcome::Failed, reason: format!("malformed answer: {error}"), processed: None });
+                        }
+                    }
+                }
+            }
+            DubEvent::Processed(processed) => {
+                let seq = processed.sequence_number;
+                let frames = {
+                    let Some(p) = self.find(seq) else {
+                        self.metrics.late_answers.with_label_values(&[&name]).inc();
+                        debug!(stream = %name, seq, "answer after the fragment went out: dropped");
+                        return;
+                    };
+                    if p.resolution.is_some() || p.decoding {
+                        if p.resolution.is_some() {
+                            self.metrics.late_answers.with_label_values(&[&name]).inc();
+                        }
+                        return;
+                    }
+                    p.frag.frames()
+                };
+                let usable = matches!(processed.status, FragmentStatus::Success | FragmentStatus::Partial);
+                if !usable || processed.dubbed_audio.is_none() {
+                    let reason = match &processed.error {
+                        Some(e) => format!("STS {}: {} {}", processed.status.as_str(), e.code.as_str(), e.message),
+                        None => format!("STS {}", processed.status.as_str()),
+                    };
+                    let roundtrip = {
+                        let p = self.find(seq).expect("found above");
+                        let rt = p.sent_at.map(|t| t.elapsed()).unwrap_or_default();
+                        p.resolution = Some(Resolution::Original { outcome: Outcome::Failed, reason, processed: Some(processed) });
+                        rt
+                    };
+                    self.metrics.sts_roundtrip.observe(roundtrip.as_secs_f64());
+                    self.set_inflight();
+                    return;
+                }
+                if let Some(p) = self.find(seq) {
+                    p.decoding = true;
+                }
+                let tx = self.internal_tx.clone().expect("set before the loop");
+                let format = self.stream_format.clone();
+                let seg_dir = self.segment_dir.clone();
+                tokio::spawn(async move {
+                    let pr = processed.clone();
+                    let res = tokio::task::spawn_blocking(move || decode_dubbed(&pr, &format, frames, seg_dir.as_deref()))
+                        .await
+                        .unwrap_or_else(|e| Err(format!("decoder task failed: {e}")));
+                    let _ = tx.send(Internal::Decoded { seq, result: res, processed }).await;
+                });
+            }
+        }
+    }
+
+    /// Resolves every unanswered fragment whose deadline has passed with its original audio.
+    fn on_deadlines(&mut self) {
+        let now = Instant::now();
+        let name = self.cfg.name.clone();
+        for p in self.pending.iter_mut() {
+            if p.resolution.is_none() && p.deadline <= now {
+                let reason = if p.sent_at.is_some() { "no answer before the deadline" } else { "not sent before the deadline" };
+                info!(stream = %name, seq = p.frag.sequence, "{reason}: original audio");
+                p.resolution = Some(Resolution::Original { outcome: Outcome::Fallback, reason: reason.into(), processed: None });
+            }
+        }
+        self.set_inflight();
+    }
+
+    /// Pushes resolved fragments to the appsrc in sequence order.
+    fn flush_ready(&mut self) {
+        while self.pending.front().is_some_and(|p| p.resolution.is_some()) {
+            let p = self.pending.pop_front().expect("checked");
+            self.push(p);
+        }
+    }
+
+    fn push(&mut self, p: Pending) {
+        let name = self.cfg.name.clone();
+        let slack_ms = (p.deadline.saturating_duration_since(Instant::now()).as_millis() as i64)
+            - (Instant::now().saturating_duration_since(p.deadline).as_millis() as i64);
+        let first = self.first_pts_ns.unwrap_or(0);
+        let mut rec = FragmentRecord {
+            stream: name.clone(),
+            sequence: p.frag.sequence,
+            pts_ms: (p.frag.start_ns - first) / 1_000_000,
+            duration_ms: p.frag.duration_ns / 1_000_000,
+            status: Outcome::Fallback,
+            reason: None,
+            sts_status: None,
+            transcript: String::new(),
+            translation: String::new(),
+            roundtrip_ms: None,
+            processing_time_ms: None,
+            stage_ms: None,
+            slack_ms,
+        };
+        let fill = |rec: &mut FragmentRecord, pr: &FragmentProcessed| {
+            rec.sts_status = Some(pr.status.as_str().into());
+            rec.transcript = pr.transcript.clone();
+            rec.translation = pr.translated_text.clone();
+            rec.processing_time_ms = Some(pr.processing_time_ms);
+            rec.stage_ms = Some(pr.stage_ms);
+        };
+        let pcm48 = match p.resolution.expect("only resolved fragments are pushed") {
+            Resolution::Dubbed { pcm48, processed, roundtrip } => {
+                rec.status = Outcome::Processed;
+                rec.roundtrip_ms = Some(roundtrip.as_millis() as u64);
+                fill(&mut rec, &processed);
+                pcm48
+            }
+            Resolution::Original { outcome, reason, processed } => {
+                rec.status = outcome;
+                rec.reason = Some(reason);
+                if let Some(pr) = &processed {
+                    fill(&mut rec, pr);
+                }
+                p.frag.pcm
+            }
+        };
+        let buf = pipeline::pcm_buffer(&pcm48, p.frag.start_ns, p.frag.duration_ns);
+        if let Err(e) = self.graph.appsrc.push_buffer(buf) {
+            // Flushing/EOS: the pipeline is going down; nothing to do but say so.
+            debug!(stream = %name, seq = rec.sequence, error = ?e, "appsrc refused the buffer");
+        }
+        self.metrics.fragments.with_label_values(&[&name, rec.status.as_str()]).inc();
+        {
+            let mut st = lock(&self.status);
+            match rec.status {
+                Outcome::Processed => st.processed += 1,
+                Outcome::Fallback => st.fallback += 1,
+                Outcome::Failed => st.failed += 1,
+            }
+        }
+        let stats = self.pending.len();
+        info!(stream = %name, seq = rec.sequence, pts_ms = rec.pts_ms, status = rec.status.as_str(), slack_ms, queued = stats,
+              transcript = %rec.transcript, translation = %rec.translation, "fragment placed");
+        if let Some(h) = &self.hook {
+            h(&rec);
+        }
+        if let Some(dir) = self.segment_dir.clone() {
+            let line = serde_json::to_string(&rec).unwrap_or_default();
+            tokio::task::spawn_blocking(move || {
+                let path = dir.join("fragments.jsonl");
+                match OpenOptions::new().create(true).append(true).open(&path) {
+                    Ok(mut f) => {
+                        let _ = writeln!(f, "{line}");
+                    }
+                    Err(e) => warn!(path = %path.display(), error = %e, "cannot append fragment log"),
+                }
+            });
+        }
+        let fr = self.metrics.resync_frames.clone();
+        let _ = fr;
+    }
+}
+
+/// Checks and converts an STS answer to internal-format audio of exactly `frames` frames.
+fn decode_dubbed(pr: &FragmentProcessed, format: &AudioFormat, frames: usize, seg_dir: Option<&std::path::Path>) -> Result<Vec<i16>, String> {
+    let audio = pr.dubbed_audio.as_ref().ok_or("no dubbed_audio")?;
+    let got = audio.audio_format();
+    if &got != format {
+        return Err(format!(
+            "dubbed audio is {} Hz x{} {}; expected the stream format {} Hz x{} {}",
+            got.sample_rate_hz, got.channels, got.format, format.sample_rate_hz, format.channels, format.format
+        ));
+    }
+    // Bound what we decode: twice the fragment is far beyond any honest answer.
+    let max_bytes = frames.div_ceil(3) * 2 * 2 + 1024;
+    let mut mono = audio.decode(max_bytes).map_err(|e| e.to_string())?;
+    if let Some(d) = seg_dir {
+        let p = d.join(format!("{:06}-dubbed.wav", pr.sequence_number));
+        if let Err(e) = pcm::write_wav(&p, &mono, STS_RATE, STS_CHANNELS) {
+            warn!(path = %p.display(), error = %e, "cannot write dubbed WAV");
+        }
+    }
+    // The STS promises duration == duration_ms; tolerate a frame or two, pad/cut the rest.
+    let want16 = frames.div_ceil(3);
+    pcm::fit_len(&mut mono, want16);
+    let mut out = pcm::sts_to_internal(&mono);
+    pcm::fit_len(&mut out, frames * INTERNAL_CHANNELS as usize);
+    Ok(out)
+}
