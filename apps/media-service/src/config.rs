@@ -142,7 +142,7 @@ pub struct Settings {
     #[arg(long, env = "SEGMENT_DIR", default_value = "/tmp/segments", global = true)]
     pub segment_dir: PathBuf,
     /// Write per-fragment artifacts to SEGMENT_DIR.
-    #[arg(long, env = "SEGMENT_ARTIFACTS", default_value = "true", value_parser = boolean, global = true)]
+    #[arg(long, env = "SEGMENT_ARTIFACTS", default_value = "true", value_parser = boolean, action = clap::ArgAction::Set, global = true)]
     pub segment_artifacts: bool,
     /// Length of the audio fragments sent to the STS (ms).
     #[arg(long, env = "FRAGMENT_DURATION_MS", default_value = "6000", value_parser = fragment_ms, global = true)]
@@ -166,7 +166,7 @@ pub struct Settings {
     #[arg(long, env = "VOICE", global = true)]
     pub voice: Option<String>,
     /// Poll the media server API for live/<name>/in paths and start a worker for each.
-    #[arg(long, env = "DISCOVERY", default_value = "true", value_parser = boolean, global = true)]
+    #[arg(long, env = "DISCOVERY", default_value = "true", value_parser = boolean, action = clap::ArgAction::Set, global = true)]
     pub discovery: bool,
     /// Discovery poll interval (ms).
     #[arg(long, env = "DISCOVERY_INTERVAL_MS", default_value = "2000", value_parser = timeout_ms, global = true)]

@@ -17,8 +17,9 @@ pub const STS_RATE: u32 = 16_000;
 pub const STS_CHANNELS: u16 = 1;
 /// `INTERNAL_RATE / STS_RATE`.
 const RATIO: usize = 3;
-/// Taps of the anti-alias / anti-image low-pass (multiple of RATIO, odd-centred enough).
-const TAPS: usize = 48;
+/// Taps of the anti-alias / anti-image low-pass; odd, so the filter is centred on a sample
+/// and neither direction shifts the timeline.
+const TAPS: usize = 49;
 
 /// Windowed-sinc low-pass at 7.2 kHz for 48 kHz (0.9 of the 16 kHz Nyquist), unity DC gain.
 fn lowpass() -> &'static [f32; TAPS] {
@@ -91,7 +92,7 @@ pub fn sts_to_internal(mono16: &[i16]) -> Vec<i16> {
     for m in 0..frames as isize {
         let mut acc = 0f32;
         // Only taps that land on a non-zero (original) sample contribute.
-        let first_k = (m - half).rem_euclid(RATIO as isize);
+        let first_k = (half - m).rem_euclid(RATIO as isize);
         let mut k = first_k;
         while k < TAPS as isize {
             let pos = m + k - half; // position in the zero-stuffed signal

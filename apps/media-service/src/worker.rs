@@ -342,6 +342,7 @@ pub async fn run_worker(
     let mut eos_sent_at: Option<Instant> = None;
     let mut watchdog = tokio::time::interval(Duration::from_millis(200));
     let mut started_state = false;
+    let mut last_stats = crate::fragmenter::ResyncStats::default();
     let result: Result<WorkerEnd, WorkerError> = loop {
         let next_deadline = co.pending.iter().find(|p| p.resolution.is_none()).map(|p| p.deadline);
         tokio::select! {
@@ -359,7 +360,15 @@ pub async fn run_worker(
             Some(m) = internal_rx.recv() => co.on_internal(m),
             Some(b) = bus_rx.recv() => match b {
                 BusMsg::Eos => break Ok(WorkerEnd::Finished),
-                BusMsg::Error { element, message } => break Err(WorkerError::Runtime { stream: name.clone(), element, message }),
+                BusMsg::Error { element, message } => {
+                    if eos_sent_at.is_some() {
+                        // Everything was already handed to the output; a server closing the
+                        // publisher while it drains must not turn a finished stream into a retry.
+                        warn!(stream = %name, %element, %message, "output error while draining; treating the stream as finished");
+                        break Ok(WorkerEnd::Finished);
+                    }
+                    break Err(WorkerError::Runtime { stream: name.clone(), element, message });
+                }
             },
             _ = sleep_until_opt(next_deadline) => co.on_deadlines(),
             _ = watchdog.tick() => {
@@ -385,6 +394,12 @@ pub async fn run_worker(
                             tokio::task::spawn_blocking(move || pad.send_event(gst::event::Eos::new()));
                         }
                     }
+                }
+                {
+                    let st = lock(&fragmenter).stats();
+                    metrics.resync_frames.with_label_values(&[&name, "gap"]).inc_by(st.gap_frames_filled - last_stats.gap_frames_filled);
+                    metrics.resync_frames.with_label_values(&[&name, "overlap"]).inc_by(st.overlap_frames_dropped - last_stats.overlap_frames_dropped);
+                    last_stats = st;
                 }
                 if let Some(t) = eos_sent_at {
                     // The output should finish within the delay; give it generous slack.
@@ -544,8 +559,6 @@ impl Coordinator<'_> {
         let name = self.cfg.name.clone();
         let first = *self.first_pts_ns.get_or_insert(frag.start_ns);
         lock(&self.status).fragments += 1;
-        let stats = lock(&self.status).fragments;
-        let _ = stats;
         let drift_ms = frag.max_drift_ns as f64 / 1e6;
         self.metrics.av_sync_delta_ms.with_label_values(&[&name]).set(drift_ms + AAC_PRIMING_MS);
 
@@ -559,7 +572,7 @@ impl Coordinator<'_> {
         debug!(stream = %name, seq, pts_ms = (frag.start_ns - first) / 1_000_000, budget_ms = left_ns / 1_000_000, "fragment cut");
 
         let pcm48 = frag.pcm.clone();
-        let data_meta = (frag.start_ns - first, frag.duration_ns);
+        let pts_ns = frag.start_ns - first;
         let ready = self.dubber.is_ready() && !self.paused && left_ns > 0;
         let why_not = if !self.dubber.is_ready() {
             "STS unavailable"
@@ -588,17 +601,21 @@ impl Coordinator<'_> {
                 s16
             })
             .await;
-            let Ok(s16) = conv else { return };
-            if !ready {
-                let _ = tx.send(Internal::NotSent { seq, reason: why_not }).await;
+            let Ok(mut s16) = conv else { return };
+            // The STS checks length == duration within one frame: send whole milliseconds.
+            let per_ms = (STS_RATE / 1000) as usize;
+            let duration_ms = (s16.len() / per_ms) as u32;
+            s16.truncate(duration_ms as usize * per_ms);
+            if !ready || duration_ms < 100 {
+                let reason = if ready { "fragment too short to dub".to_string() } else { why_not };
+                let _ = tx.send(Internal::NotSent { seq, reason }).await;
                 return;
             }
-            let duration_ms = (data_meta.1 / 1_000_000) as u32;
             let fd = FragmentData {
                 fragment_id: format!("{stream_id}-{seq}"),
                 stream_id,
                 sequence_number: seq,
-                pts_ms: (data_meta.0 / 1_000_000) as i64,
+                pts_ms: (pts_ns / 1_000_000) as i64,
                 duration_ms,
                 audio: AudioPayload::from_samples(&format, &s16),
             };
@@ -844,8 +861,6 @@ impl Coordinator<'_> {
                 }
             });
         }
-        let fr = self.metrics.resync_frames.clone();
-        let _ = fr;
     }
 }
 

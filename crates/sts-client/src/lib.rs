@@ -196,6 +196,15 @@ fn first_value(payload: Payload) -> Value {
     }
 }
 
+/// An ack's arguments arrive as one JSON array (`[ {...} ]`); the protocol's acks have
+/// exactly one argument.
+fn ack_value(payload: Payload) -> Value {
+    match first_value(payload) {
+        Value::Array(mut a) if a.len() == 1 => a.pop().unwrap_or(Value::Null),
+        other => other,
+    }
+}
+
 fn parse<T: DeserializeOwned>(v: Value) -> Result<T, String> {
     serde_json::from_value(v).map_err(|e| e.to_string())
 }
@@ -278,7 +287,11 @@ impl StsClient {
                     let _ = w.send(Ok(()));
                 }
                 info!(url = %inner.cfg.url, generation, "connected to the STS");
-                let _ = tx.try_send(ClientEvent::Connected { generation });
+                // The first connection is announced by `try_connect` once the client handle
+                // is stored (so requests made on the event succeed); later ones from here.
+                if generation > 1 {
+                    let _ = tx.try_send(ClientEvent::Connected { generation });
+                }
             }
             .boxed()
         });
@@ -359,6 +372,7 @@ impl StsClient {
         match tokio::time::timeout(cfg.connect_timeout, wrx).await {
             Ok(Ok(Ok(()))) => {
                 *self.inner.client.write().await = Some(client);
+                let _ = tx.send(ClientEvent::Connected { generation: self.generation() }).await;
                 Ok(())
             }
             Ok(Ok(Err(message))) => {
@@ -397,7 +411,7 @@ impl StsClient {
                 let slot = slot.clone();
                 async move {
                     if let Some(tx) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                        let _ = tx.send(first_value(p));
+                        let _ = tx.send(ack_value(p));
                     }
                 }
                 .boxed()

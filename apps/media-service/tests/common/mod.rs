@@ -1,0 +1,241 @@
+//! Shared fixture for the media-service tests: binaries, free ports, child processes that
+//! die with the test, HTTP waits, media generation and analysis with ffmpeg/ffprobe.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `$CARGO_TARGET_DIR` or the shared default.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/cache/livedub/target"))
+}
+
+/// A binary from an env var or a default path; panics (fails the test) with a clear message.
+pub fn binary(var: &str, default: PathBuf, how: &str) -> PathBuf {
+    let p = std::env::var_os(var).map(PathBuf::from).unwrap_or(default);
+    assert!(p.is_file(), "{var}: {} not found. {how}", p.display());
+    p
+}
+
+/// The local media server.
+pub fn xiu_bin() -> PathBuf {
+    binary(
+        "XIU_LITE_BIN",
+        PathBuf::from("/var/cache/livedub/xiu-lite-target/release/xiu-lite"),
+        "Build it with scripts/install-media-server.sh (or set XIU_LITE_BIN).",
+    )
+}
+
+/// The STS.
+pub fn sts_bin() -> PathBuf {
+    binary("STS_SERVICE_BIN", target_dir().join("debug/sts-service"), "Build it with `cargo build -p sts-service` (or set STS_SERVICE_BIN).")
+}
+
+/// This crate's binary.
+pub fn media_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_media-service"))
+}
+
+/// A free TCP port on loopback (bind :0, read, release).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind :0").local_addr().expect("addr").port()
+}
+
+/// A child process killed when dropped; its output goes to a log file.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command, dir: &Path) -> Self {
+        let log = dir.join(format!("{name}.log"));
+        let f = std::fs::File::create(&log).expect("log file");
+        let child = cmd
+            .stdout(Stdio::from(f.try_clone().expect("dup")))
+            .stderr(Stdio::from(f))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Self { name: name.into(), child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait up to `t`; returns the exit status if it exited.
+    pub fn terminate(&mut self, t: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let t0 = Instant::now();
+        while t0.elapsed() < t {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn wait_exit(&mut self, t: Duration) -> Option<std::process::ExitStatus> {
+        let t0 = Instant::now();
+        while t0.elapsed() < t {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET a URL with curl-free std networking (HTTP/1.0, loopback only).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&format!("127.0.0.1:{port}").parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((code, body))
+}
+
+/// POST JSON.
+pub fn http_send(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&format!("127.0.0.1:{port}").parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((code, body))
+}
+
+/// Polls until `f` is true or panics after `t` with `what`.
+pub fn wait_until(t: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while t0.elapsed() < t {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out after {t:?} waiting for {what}");
+}
+
+/// Generates a clip: testsrc H.264 (SEI stripped) + sine AAC 48 kHz stereo.
+pub fn make_clip(path: &Path, seconds: u32, freq: u32) {
+    let st = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-f", "lavfi"])
+        .arg("-i")
+        .arg(format!("sine=frequency={freq}:sample_rate=48000"))
+        .arg("-t")
+        .arg(seconds.to_string())
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "2", "-b:a", "96k"])
+        .args(["-bsf:v", "filter_units=remove_types=6"])
+        .arg(path)
+        .status()
+        .expect("ffmpeg is installed");
+    assert!(st.success(), "ffmpeg could not generate {}", path.display());
+}
+
+/// Per-stream packet timing from ffprobe.
+#[derive(Debug, Clone)]
+pub struct StreamInfo {
+    pub codec: String,
+    pub first_pts: f64,
+    pub last_end: f64,
+    pub packets: usize,
+}
+
+/// Codec, first PTS, end of last packet for video and audio of a media file.
+pub fn probe(path: &Path) -> (Option<StreamInfo>, Option<StreamInfo>) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=index,codec_type,codec_name:packet=stream_index,pts_time,duration_time", "-of", "json"])
+        .arg(path)
+        .output()
+        .expect("ffprobe is installed");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let mut res: [Option<StreamInfo>; 2] = [None, None];
+    let streams = v["streams"].as_array().cloned().unwrap_or_default();
+    for s in &streams {
+        let idx = s["index"].as_u64().unwrap_or(99);
+        let kind = match s["codec_type"].as_str() {
+            Some("video") => 0,
+            Some("audio") => 1,
+            _ => continue,
+        };
+        let mut first = f64::MAX;
+        let mut last = f64::MIN;
+        let mut n = 0;
+        for p in v["packets"].as_array().into_iter().flatten() {
+            if p["stream_index"].as_u64() != Some(idx) {
+                continue;
+            }
+            let pts: f64 = p["pts_time"].as_str().and_then(|x| x.parse().ok()).unwrap_or(f64::NAN);
+            let d: f64 = p["duration_time"].as_str().and_then(|x| x.parse().ok()).unwrap_or(0.0);
+            if pts.is_nan() {
+                continue;
+            }
+            first = first.min(pts);
+            last = last.max(pts + d);
+            n += 1;
+        }
+        res[kind] = Some(StreamInfo { codec: s["codec_name"].as_str().unwrap_or("").into(), first_pts: first, last_end: last, packets: n });
+    }
+    let [v, a] = res;
+    (v, a)
+}
+
+/// Decodes the audio of a media file to mono 16 kHz s16.
+pub fn decode_audio_16k(path: &Path) -> Vec<i16> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-vn", "-ac", "1", "-ar", "16000", "-f", "s16le", "-"])
+        .output()
+        .expect("ffmpeg");
+    assert!(out.status.success(), "ffmpeg could not decode {}", path.display());
+    out.stdout.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect()
+}
+
+/// Goertzel power of `freq` in a 16 kHz window.
+pub fn tone_power(x: &[i16], freq: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * freq / 16_000.0;
+    let c = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &v in x {
+        let s = v as f64 + c * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    (s1 * s1 + s2 * s2 - c * s1 * s2) / (x.len() as f64).powi(2)
+}
+
+/// Value of a Prometheus sample whose line starts with `prefix` and contains all `labels`.
+pub fn metric(body: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && (l.as_bytes().get(name.len()) == Some(&b'{') || l.as_bytes().get(name.len()) == Some(&b' ')))
+        .find(|l| labels.iter().all(|x| l.contains(x)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
