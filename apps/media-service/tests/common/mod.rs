@@ -239,3 +239,70 @@ pub fn metric(body: &str, name: &str, labels: &[&str]) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// Generates a sync clip: one white video frame and one 60 ms 1 kHz beep at every whole
+/// second (H.264 25 fps with SEI stripped, AAC 48 kHz stereo).
+pub fn make_sync_clip(path: &Path, seconds: u32) {
+    let st = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("color=c=black:s=320x240:r=25,format=yuv420p,geq=lum='if(lt(mod(T,1),0.04),235,16)':cb=128:cr=128")
+        .args(["-f", "lavfi", "-i"])
+        .arg("aevalsrc=exprs='if(lt(mod(t,1),0.06),0.7*sin(2*PI*1000*t),0)|if(lt(mod(t,1),0.06),0.7*sin(2*PI*1000*t),0)':s=48000")
+        .arg("-t")
+        .arg(seconds.to_string())
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k"])
+        .args(["-bsf:v", "filter_units=remove_types=6"])
+        .arg(path)
+        .status()
+        .expect("ffmpeg is installed");
+    assert!(st.success(), "ffmpeg could not generate {}", path.display());
+}
+
+/// Times (s, file timeline) of bright video frames.
+pub fn flash_times(path: &Path) -> Vec<f64> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-f", "lavfi"])
+        .arg(format!("movie={},signalstats", path.display()))
+        .args(["-show_entries", "frame=pts_time:frame_tags=lavfi.signalstats.YAVG", "-of", "csv=p=0"])
+        .output()
+        .expect("ffprobe");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split(',');
+            let t: f64 = it.next()?.parse().ok()?;
+            let y: f64 = it.next()?.parse().ok()?;
+            (y > 100.0).then_some(t)
+        })
+        .collect()
+}
+
+/// Times (s, file timeline) where a beep starts after at least 300 ms of quiet.
+pub fn beep_times(path: &Path, audio_start: f64) -> Vec<f64> {
+    let pcm = decode_audio_16k(path);
+    let mut out = Vec::new();
+    let mut quiet_ms = 1000;
+    for (i, block) in pcm.chunks(16).enumerate() {
+        let loud = block.iter().any(|&s| (s as i32).abs() > 3000);
+        if loud {
+            if quiet_ms >= 300 {
+                out.push(audio_start + i as f64 / 1000.0);
+            }
+            quiet_ms = 0;
+        } else {
+            quiet_ms += 1;
+        }
+    }
+    out
+}
+
+/// For every flash with a beep within 0.5 s: beep - flash (s).
+pub fn av_offsets(path: &Path) -> Vec<f64> {
+    let (_, a) = probe(path);
+    let a_start = a.map(|a| a.first_pts).unwrap_or(0.0);
+    let beeps = beep_times(path, a_start);
+    flash_times(path)
+        .into_iter()
+        .filter_map(|f| beeps.iter().map(|b| b - f).filter(|d| d.abs() < 0.5).min_by(|x, y| x.abs().total_cmp(&y.abs())))
+        .collect()
+}
