@@ -1,1 +1,37 @@
-//! Placeholder: filled in by its issue.
+//! Helpers of the livedub end-to-end suite (`tests/e2e.rs` is the suite itself).
+//!
+//! - [`stack`]: the system under test as native processes or docker-compose projects;
+//! - [`process`]: child processes in their own process groups, killed on drop and Ctrl-C;
+//! - [`media`]: ffmpeg publisher (RTSP/TCP) and output recorder (RTMP -> FLV);
+//! - [`analyzer`]: ffprobe codecs/durations/per-packet PTS and A/V sync measures;
+//! - [`monitor`]: Socket.IO observer of the STS (`monitor:subscribe`);
+//! - [`prom`]: Prometheus text-format parser;
+//! - [`fingerprint`]: spectral audio fingerprints (dubbed vs original audio);
+//! - [`http`]: tiny blocking HTTP GET for health checks and scrapes;
+//! - [`contract`]: env contracts, compose files and `.env.e2e.example` files.
+
+pub mod analyzer;
+pub mod contract;
+pub mod fingerprint;
+pub mod http;
+pub mod media;
+pub mod monitor;
+pub mod process;
+pub mod prom;
+pub mod stack;
+
+use std::path::PathBuf;
+
+/// The workspace root (two levels above this crate).
+pub fn repo_root() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.parent()
+        .and_then(|p| p.parent())
+        .map(PathBuf::from)
+        .unwrap_or(here)
+}
+
+/// The committed counting fixture (ARCHITECTURE §6).
+pub fn fixture_path() -> PathBuf {
+    repo_root().join("tests/e2e/fixtures/test_streams/30s-counting-english.mp4")
+}

@@ -57,8 +57,11 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
-    let mut rtsp_server =
-        xrtsp::rtsp::RtspServer::new(format!("0.0.0.0:{}", args.rtsp_port), producer.clone(), None);
+    let mut rtsp_server = xrtsp::rtsp::RtspServer::new(
+        format!("0.0.0.0:{}", args.rtsp_port),
+        producer.clone(),
+        None,
+    );
     tokio::spawn(async move {
         if let Err(err) = rtsp_server.run().await {
             log::error!("rtsp server stopped: {err}");

@@ -1,0 +1,262 @@
+//! ffmpeg-driven stream publisher and output recorder.
+//!
+//! The publisher sends a file in real time over RTSP/TCP to `live/<name>/in`; the
+//! recorder copies `live/<name>/out` from the media server's RTMP port into an FLV file.
+//! Both run as [`ManagedProcess`]es, so they are killed when dropped, whatever happened.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::process::{ManagedProcess, ProcessError};
+
+/// Where a media server listens (as seen from the test process).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaServerAddr {
+    /// Host name or IP.
+    pub host: String,
+    /// RTSP port.
+    pub rtsp_port: u16,
+    /// RTMP port.
+    pub rtmp_port: u16,
+    /// HTTP API port (`/v3/paths/list`).
+    pub api_port: u16,
+}
+
+impl MediaServerAddr {
+    /// `rtsp://host:port/live/<name>/in`, where the publisher sends a stream.
+    pub fn input_url(&self, name: &str) -> String {
+        format!("rtsp://{}:{}/live/{name}/in", self.host, self.rtsp_port)
+    }
+
+    /// The MediaMTX-style paths listing URL.
+    pub fn paths_url(&self) -> String {
+        format!("http://{}:{}/v3/paths/list", self.host, self.api_port)
+    }
+}
+
+/// An ffmpeg process publishing a file in real time (`-re`) to `live/<name>/in`.
+#[derive(Debug)]
+pub struct Publisher {
+    process: ManagedProcess,
+    started: Instant,
+}
+
+impl Publisher {
+    /// Starts publishing `file` as stream `name`; ffmpeg's output goes to `log`.
+    pub fn start(
+        server: &MediaServerAddr,
+        name: &str,
+        file: &Path,
+        log: &Path,
+    ) -> Result<Self, ProcessError> {
+        let mut cmd = Command::new("ffmpeg");
+        cmd.args([
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "warning",
+            "-re",
+            "-i",
+        ])
+        .arg(file)
+        .args(["-map", "0:v:0", "-map", "0:a:0", "-c", "copy"])
+        .args(["-rtsp_transport", "tcp", "-f", "rtsp"])
+        .arg(server.input_url(name));
+        let process = ManagedProcess::spawn(&format!("publisher {name}"), cmd, Some(log))?;
+        Ok(Self {
+            process,
+            started: Instant::now(),
+        })
+    }
+
+    /// When publishing started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Waits until the file has been sent (ffmpeg exits); `Ok(true)` when it exited 0.
+    pub fn wait(&mut self, timeout: Duration) -> Result<bool, ProcessError> {
+        Ok(matches!(self.process.wait_timeout(timeout)?, Some(s) if s.success()))
+    }
+
+    /// True while ffmpeg is still sending.
+    pub fn running(&mut self) -> bool {
+        matches!(self.process.try_status(), Ok(None))
+    }
+
+    /// Stops publishing now (the publisher "goes away").
+    pub fn stop(&mut self) {
+        self.process.stop_with(true, Duration::from_secs(2));
+    }
+}
+
+/// Shared state between the recorder thread and its owner.
+#[derive(Debug, Default)]
+struct RecorderState {
+    attempts: u32,
+    connected_at: Option<Instant>,
+    last_error: Option<String>,
+}
+
+/// Records `live/<name>/out` over RTMP into an FLV file.
+///
+/// Media servers refuse to play a path that nobody publishes yet, so the recorder is
+/// started *before* the publisher and keeps retrying (every 150 ms) until the output
+/// appears; the media server's GOP cache then hands it the stream from its last key frame,
+/// which at the start of the output is its first one. It stops at the end of the output
+/// stream (the media-service ends its publication when the input ends).
+#[derive(Debug)]
+pub struct Recorder {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    current: Arc<Mutex<Option<ManagedProcess>>>,
+    state: Arc<Mutex<RecorderState>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Recorder {
+    /// Starts trying to record `name`'s output into `path` until `give_up` from now.
+    pub fn start(
+        server: &MediaServerAddr,
+        name: &str,
+        path: &Path,
+        log: &Path,
+        give_up: Duration,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let current: Arc<Mutex<Option<ManagedProcess>>> = Arc::new(Mutex::new(None));
+        let state = Arc::new(Mutex::new(RecorderState::default()));
+        let (server, name, path_buf, log) = (
+            server.clone(),
+            name.to_string(),
+            path.to_path_buf(),
+            log.to_path_buf(),
+        );
+        let thread = {
+            let (stop, current, state) = (stop.clone(), current.clone(), state.clone());
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + give_up;
+                while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    let mut cmd = Command::new("ffmpeg");
+                    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-y"])
+                        .args(["-rw_timeout", "15000000"])
+                        .args(["-rtmp_app", "live", "-rtmp_playpath"])
+                        .arg(format!("{name}/out"))
+                        // The output may start with video only (the audio of a stream joins
+                        // a little later): probe long enough to see both streams.
+                        .args(["-analyzeduration", "15000000", "-probesize", "20000000"])
+                        .args(["-rtmp_live", "live", "-i"])
+                        .arg(format!("rtmp://{}:{}", server.host, server.rtmp_port))
+                        .args(["-map", "0:v", "-map", "0:a", "-c", "copy", "-f", "flv"])
+                        .arg(&path_buf);
+                    let attempt_start = Instant::now();
+                    let proc =
+                        match ManagedProcess::spawn(&format!("recorder {name}"), cmd, Some(&log)) {
+                            Ok(p) => p,
+                            Err(e) => {
+                                lock(&state).last_error = Some(e.to_string());
+                                return;
+                            }
+                        };
+                    lock(&state).attempts += 1;
+                    *lock(&current) = Some(proc);
+                    // Wait for this attempt to end.
+                    loop {
+                        let done = match lock(&current).as_mut() {
+                            Some(p) => !matches!(p.try_status(), Ok(None)),
+                            None => true,
+                        };
+                        if done || stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let size = std::fs::metadata(&path_buf).map(|m| m.len()).unwrap_or(0);
+                        if size > 0 {
+                            let mut st = lock(&state);
+                            if st.connected_at.is_none() {
+                                st.connected_at = Some(attempt_start);
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    let size = std::fs::metadata(&path_buf).map(|m| m.len()).unwrap_or(0);
+                    // Anything beyond an FLV header means the stream was found: done.
+                    if size > 1024 || stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(150));
+                }
+                lock(&state).last_error = Some(format!(
+                    "no output stream live/{name}/out within {give_up:?}"
+                ));
+            })
+        };
+        Self {
+            path: path.to_path_buf(),
+            stop,
+            current,
+            state,
+            thread: Some(thread),
+        }
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// When the recorder first received data (roughly when the output appeared).
+    pub fn connected_at(&self) -> Option<Instant> {
+        lock(&self.state).connected_at
+    }
+
+    /// Waits for the output stream to end by itself (up to `timeout`), then stops
+    /// recording either way and returns the file's path. An error says why nothing usable
+    /// was recorded.
+    pub fn finish(mut self, timeout: Duration) -> Result<PathBuf, String> {
+        let deadline = Instant::now() + timeout;
+        if let Some(thread) = &self.thread {
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        self.shutdown();
+        let size = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        if size <= 1024 {
+            let st = lock(&self.state);
+            return Err(format!(
+                "recording {} is empty after {} attempt(s): {}",
+                self.path.display(),
+                st.attempts,
+                st.last_error
+                    .clone()
+                    .unwrap_or_else(|| "the output ended immediately".into())
+            ));
+        }
+        Ok(self.path.clone())
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(mut p) = lock(&self.current).take() {
+            // SIGINT lets ffmpeg write a complete FLV trailer.
+            p.stop_with(true, Duration::from_secs(5));
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,1009 @@
+//! The system under test: a *pair* is one media side (media server + media-service) and
+//! one STS side, run either as local processes (`native`) or as the two docker-compose
+//! projects (`compose`), with the env contract of ARCHITECTURE §3 in both cases.
+//!
+//! The suite starts one main pair (real STS) and one "slow" pair (echo STS slower than the
+//! output deadline) per run; tests that restart services or need odd settings start their
+//! own pair on free ports, so they never disturb the shared ones.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::http;
+use crate::media::MediaServerAddr;
+use crate::process::{self, tail_file, ManagedProcess};
+
+/// How the services are run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// Local processes: xiu-lite, sts-service, media-service.
+    Native,
+    /// `docker compose` with the two e2e composition files.
+    Compose,
+}
+
+impl BackendKind {
+    /// Reads `E2E_BACKEND` (`native` | `compose`); without it, `compose` when a Docker
+    /// engine answers `docker info`, else `native`.
+    pub fn from_env() -> anyhow::Result<Self> {
+        match std::env::var("E2E_BACKEND").ok().as_deref().map(str::trim) {
+            Some("native") => Ok(Self::Native),
+            Some("compose") => Ok(Self::Compose),
+            Some("") | None => Ok(if docker_engine_available() { Self::Compose } else { Self::Native }),
+            Some(other) => bail!("E2E_BACKEND={other:?} is not a backend; accepted: native, compose (default: compose when `docker info` works, else native)"),
+        }
+    }
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Compose => "compose",
+        }
+    }
+}
+
+fn docker_engine_available() -> bool {
+    Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The five ports of a pair (host side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    /// Media server RTSP.
+    pub rtsp: u16,
+    /// Media server RTMP.
+    pub rtmp: u16,
+    /// Media server API.
+    pub api: u16,
+    /// media-service HTTP.
+    pub media: u16,
+    /// sts-service Socket.IO/HTTP.
+    pub sts: u16,
+}
+
+impl Ports {
+    /// The contract's defaults (ARCHITECTURE §3).
+    pub const CONTRACT: Ports = Ports {
+        rtsp: 8554,
+        rtmp: 1935,
+        api: 9997,
+        media: 8080,
+        sts: 3000,
+    };
+
+    /// Contract defaults, each overridable by `E2E_RTSP_PORT`, `E2E_RTMP_PORT`,
+    /// `E2E_API_PORT`, `E2E_MEDIA_PORT`, `E2E_STS_PORT`.
+    pub fn from_env() -> anyhow::Result<Self> {
+        fn port(var: &str, default: u16) -> anyhow::Result<u16> {
+            match std::env::var(var) {
+                Err(_) => Ok(default),
+                Ok(v) => match v.trim().parse::<u16>() {
+                    Ok(p) if p > 0 => Ok(p),
+                    _ => bail!("{var}={v:?} is not a TCP port; accepted: 1..65535"),
+                },
+            }
+        }
+        let c = Self::CONTRACT;
+        Ok(Ports {
+            rtsp: port("E2E_RTSP_PORT", c.rtsp)?,
+            rtmp: port("E2E_RTMP_PORT", c.rtmp)?,
+            api: port("E2E_API_PORT", c.api)?,
+            media: port("E2E_MEDIA_PORT", c.media)?,
+            sts: port("E2E_STS_PORT", c.sts)?,
+        })
+    }
+
+    /// Five distinct free loopback ports.
+    pub fn free() -> anyhow::Result<Self> {
+        // Hold all listeners until all are chosen so the five differ.
+        let listeners: Vec<std::net::TcpListener> = (0..5)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<_, _>>()
+            .context("finding free ports")?;
+        let p: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .collect::<Result<_, _>>()?;
+        Ok(Ports {
+            rtsp: p[0],
+            rtmp: p[1],
+            api: p[2],
+            media: p[3],
+            sts: p[4],
+        })
+    }
+
+    fn named(&self) -> [(&'static str, u16); 5] {
+        [
+            ("E2E_RTSP_PORT (media server RTSP)", self.rtsp),
+            ("E2E_RTMP_PORT (media server RTMP)", self.rtmp),
+            ("E2E_API_PORT (media server API)", self.api),
+            ("E2E_MEDIA_PORT (media-service)", self.media),
+            ("E2E_STS_PORT (sts-service)", self.sts),
+        ]
+    }
+
+    /// Fails with a message naming the variable when a port is already taken.
+    pub fn ensure_free(&self, host: &str) -> anyhow::Result<()> {
+        for (what, port) in self.named() {
+            if http::port_open(host, port) {
+                bail!("port {port} for {what} is already in use on {host}: stop whatever listens there (e.g. a running `make demo`) or choose another port with that variable");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One side of a pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Side {
+    /// sts-service.
+    Sts,
+    /// media server + media-service.
+    Media,
+}
+
+impl Side {
+    /// Name used in logs and compose projects.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Sts => "sts",
+            Side::Media => "media",
+        }
+    }
+}
+
+/// Suite-wide settings (from `E2E_*` variables).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Backend.
+    pub backend: BackendKind,
+    /// Unique id of this run (log folder, compose project names, stream names).
+    pub run_id: String,
+    /// `target/e2e-logs/<run-id>`.
+    pub log_dir: PathBuf,
+    /// Repository root.
+    pub repo_root: PathBuf,
+    /// sts-service binary (native).
+    pub sts_bin: PathBuf,
+    /// media-service binary (native).
+    pub media_bin: PathBuf,
+    /// Local media server binary (native).
+    pub media_server_bin: PathBuf,
+    /// Host the tests reach the services on.
+    pub host: String,
+    /// LOG_LEVEL passed to the services.
+    pub log_level: String,
+    /// `KEY=VALUE` pairs added to every STS (from `E2E_STS_ENV`).
+    pub extra_sts_env: Vec<(String, String)>,
+    /// `KEY=VALUE` pairs added to every media-service (from `E2E_MEDIA_ENV`).
+    pub extra_media_env: Vec<(String, String)>,
+}
+
+/// Parses `K=V,K2=V2` (commas inside values are not supported; keep values simple).
+pub fn parse_env_list(var: &str, text: &str) -> anyhow::Result<Vec<(String, String)>> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| match item.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+            _ => bail!("{var}: {item:?} is not KEY=VALUE; accepted: KEY=VALUE[,KEY=VALUE...]"),
+        })
+        .collect()
+}
+
+impl Settings {
+    /// Reads the suite settings; `repo_root` is the workspace root.
+    pub fn from_env(repo_root: &Path) -> anyhow::Result<Self> {
+        let backend = BackendKind::from_env()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let run_id = format!(
+            "{}-{}",
+            now,
+            &uuid::Uuid::new_v4().simple().to_string()[..6]
+        );
+        let log_root = std::env::var_os("E2E_LOG_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root.join("target").join("e2e-logs"));
+        let log_dir = log_root.join(&run_id);
+        std::fs::create_dir_all(&log_dir)
+            .with_context(|| format!("creating log folder {}", log_dir.display()))?;
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root.join("target"));
+        let bin = |var: &str, default: PathBuf| {
+            std::env::var_os(var).map(PathBuf::from).unwrap_or(default)
+        };
+        let cache = std::env::var_os("LIVEDUB_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/cache/livedub"));
+        Ok(Settings {
+            backend,
+            run_id,
+            log_dir,
+            repo_root: repo_root.to_path_buf(),
+            sts_bin: bin("E2E_STS_BIN", target.join("debug").join("sts-service")),
+            media_bin: bin("E2E_MEDIA_BIN", target.join("debug").join("media-service")),
+            media_server_bin: bin("E2E_MEDIA_SERVER_BIN", cache.join("bin").join("xiu-lite")),
+            host: std::env::var("E2E_HOST").unwrap_or_else(|_| "127.0.0.1".into()),
+            log_level: std::env::var("E2E_LOG_LEVEL").unwrap_or_else(|_| "debug".into()),
+            extra_sts_env: parse_env_list(
+                "E2E_STS_ENV",
+                &std::env::var("E2E_STS_ENV").unwrap_or_default(),
+            )?,
+            extra_media_env: parse_env_list(
+                "E2E_MEDIA_ENV",
+                &std::env::var("E2E_MEDIA_ENV").unwrap_or_default(),
+            )?,
+        })
+    }
+
+    /// Checks that what the backend needs is there, with an actionable message.
+    pub fn check_prerequisites(&self) -> anyhow::Result<()> {
+        match self.backend {
+            BackendKind::Native => {
+                for (what, path, fix) in [
+                    (
+                        "sts-service",
+                        &self.sts_bin,
+                        "cargo build -p sts-service (or set E2E_STS_BIN)",
+                    ),
+                    (
+                        "media-service",
+                        &self.media_bin,
+                        "cargo build -p media-service (or set E2E_MEDIA_BIN)",
+                    ),
+                    (
+                        "local media server",
+                        &self.media_server_bin,
+                        "scripts/install-media-server.sh (or set E2E_MEDIA_SERVER_BIN)",
+                    ),
+                ] {
+                    if !path.is_file() {
+                        bail!("{what} binary not found at {}: run {fix}", path.display());
+                    }
+                }
+            }
+            BackendKind::Compose => {
+                let ok = Command::new("docker")
+                    .args(["compose", "version"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !ok {
+                    bail!("E2E_BACKEND=compose needs `docker compose` (Compose v2) and a running Docker engine");
+                }
+            }
+        }
+        for tool in ["ffmpeg", "ffprobe"] {
+            if Command::new(tool)
+                .arg("-version")
+                .stdout(Stdio::null())
+                .status()
+                .is_err()
+            {
+                bail!("{tool} not found: apt-get install ffmpeg");
+            }
+        }
+        Ok(())
+    }
+
+    fn compose_file(&self, side: Side) -> PathBuf {
+        let app = match side {
+            Side::Sts => "sts-service",
+            Side::Media => "media-service",
+        };
+        self.repo_root
+            .join("apps")
+            .join(app)
+            .join("docker-compose.e2e.yml")
+    }
+}
+
+/// What a pair is started with.
+#[derive(Debug, Clone)]
+pub struct PairSpec {
+    /// Short label (`main`, `slow`, `lifecycle`...), used in log names and projects.
+    pub label: String,
+    /// Host ports.
+    pub ports: Ports,
+    /// Extra STS variables (e.g. `STS_MODE=echo`).
+    pub sts_env: Vec<(String, String)>,
+    /// Extra media-service variables.
+    pub media_env: Vec<(String, String)>,
+}
+
+impl PairSpec {
+    /// A pair on `ports` with no extra variables.
+    pub fn new(label: &str, ports: Ports) -> Self {
+        Self {
+            label: label.to_string(),
+            ports,
+            sts_env: Vec::new(),
+            media_env: Vec::new(),
+        }
+    }
+
+    /// Adds an STS variable.
+    pub fn sts(mut self, key: &str, value: impl ToString) -> Self {
+        self.sts_env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Adds a media-service variable.
+    pub fn media(mut self, key: &str, value: impl ToString) -> Self {
+        self.media_env.push((key.to_string(), value.to_string()));
+        self
+    }
+}
+
+#[derive(Debug, Default)]
+struct NativeProcs {
+    media_server: Option<ManagedProcess>,
+    media: Option<ManagedProcess>,
+    sts: Option<ManagedProcess>,
+}
+
+/// A running pair. Dropping it tears it down.
+#[derive(Debug)]
+pub struct Pair {
+    settings: Arc<Settings>,
+    spec: PairSpec,
+    native: NativeProcs,
+    compose_hook: Option<u64>,
+    started: BTreeMap<Side, bool>,
+}
+
+/// Result of running a service binary once (config checks).
+#[derive(Debug, Clone)]
+pub struct OneShot {
+    /// Exit code, `None` when killed (e.g. it was still running at the timeout).
+    pub code: Option<i32>,
+    /// Whether it ended before the timeout.
+    pub exited: bool,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// How long it ran.
+    pub elapsed: Duration,
+}
+
+const STS_HEALTH_TIMEOUT: Duration = Duration::from_secs(120);
+const MEDIA_HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Pair {
+    /// Starts both sides (STS first, as the media-service connects to it).
+    pub fn start(settings: Arc<Settings>, spec: PairSpec) -> anyhow::Result<Self> {
+        let mut pair = Pair {
+            settings,
+            spec,
+            native: NativeProcs::default(),
+            compose_hook: None,
+            started: BTreeMap::new(),
+        };
+        if pair.settings.backend == BackendKind::Compose {
+            let (settings, label) = (pair.settings.clone(), pair.spec.label.clone());
+            pair.compose_hook = Some(process::register_hook(move || {
+                for side in [Side::Media, Side::Sts] {
+                    let _ = compose_command(&settings, &label, side, &[])
+                        .args(["down", "-v", "--remove-orphans"])
+                        .output();
+                }
+            }));
+        }
+        pair.start_side(Side::Sts)?;
+        pair.start_side(Side::Media)?;
+        Ok(pair)
+    }
+
+    /// The pair's label.
+    pub fn label(&self) -> &str {
+        &self.spec.label
+    }
+
+    /// Its spec.
+    pub fn spec(&self) -> &PairSpec {
+        &self.spec
+    }
+
+    /// Where tests reach the media server.
+    pub fn media_server(&self) -> MediaServerAddr {
+        MediaServerAddr {
+            host: self.settings.host.clone(),
+            rtsp_port: self.spec.ports.rtsp,
+            rtmp_port: self.spec.ports.rtmp,
+            api_port: self.spec.ports.api,
+        }
+    }
+
+    /// `http://host:port` of the STS.
+    pub fn sts_url(&self) -> String {
+        format!("http://{}:{}", self.settings.host, self.spec.ports.sts)
+    }
+
+    /// Host the services are reached on.
+    pub fn host(&self) -> &str {
+        &self.settings.host
+    }
+
+    /// The media-service's HTTP port.
+    pub fn media_port(&self) -> u16 {
+        self.spec.ports.media
+    }
+
+    /// The STS's port.
+    pub fn sts_port(&self) -> u16 {
+        self.spec.ports.sts
+    }
+
+    /// Host folder where the media-service writes per-stream fragment artifacts.
+    pub fn segment_dir(&self) -> PathBuf {
+        self.settings
+            .log_dir
+            .join(format!("{}-segments", self.spec.label))
+    }
+
+    fn log_path(&self, what: &str) -> PathBuf {
+        self.settings
+            .log_dir
+            .join(format!("{}-{what}.log", self.spec.label))
+    }
+
+    fn sts_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("STS_PORT".to_string(), self.spec.ports.sts.to_string()),
+            ("LOG_LEVEL".to_string(), self.settings.log_level.clone()),
+        ];
+        if self.settings.backend == BackendKind::Native {
+            // Native processes share the host: listen on loopback only.
+            env.push(("HOST".into(), "127.0.0.1".into()));
+        }
+        env.extend(self.settings.extra_sts_env.iter().cloned());
+        env.extend(self.spec.sts_env.iter().cloned());
+        env
+    }
+
+    fn media_env(&self) -> Vec<(String, String)> {
+        let p = self.spec.ports;
+        let native = self.settings.backend == BackendKind::Native;
+        let mut env = vec![
+            ("MEDIAMTX_RTSP_PORT".to_string(), p.rtsp.to_string()),
+            ("MEDIAMTX_RTMP_PORT".to_string(), p.rtmp.to_string()),
+            ("MEDIAMTX_API_PORT".to_string(), p.api.to_string()),
+            ("MEDIA_SERVICE_PORT".to_string(), p.media.to_string()),
+            (
+                "LOG_LEVEL".to_string(),
+                media_log_filter(&self.settings.log_level),
+            ),
+        ];
+        if native {
+            env.push(("MEDIAMTX_HOST".into(), "127.0.0.1".into()));
+            env.push((
+                "STS_SERVICE_URL".into(),
+                format!("http://127.0.0.1:{}", p.sts),
+            ));
+            env.push((
+                "SEGMENT_DIR".into(),
+                self.segment_dir().display().to_string(),
+            ));
+        } else {
+            env.push((
+                "STS_SERVICE_URL".into(),
+                format!("http://host.docker.internal:{}", p.sts),
+            ));
+            // Bind-mounted over the segments volume so the tests can read the artifacts.
+            env.push((
+                "E2E_SEGMENTS_DIR".into(),
+                self.segment_dir().display().to_string(),
+            ));
+        }
+        env.extend(self.settings.extra_media_env.iter().cloned());
+        env.extend(self.spec.media_env.iter().cloned());
+        env
+    }
+
+    /// Starts one side and waits until it is healthy.
+    pub fn start_side(&mut self, side: Side) -> anyhow::Result<()> {
+        let started = Instant::now();
+        match self.settings.backend {
+            BackendKind::Native => self.start_native(side)?,
+            BackendKind::Compose => self.start_compose(side)?,
+        }
+        self.started.insert(side, true);
+        eprintln!(
+            "[e2e] {} {} side healthy in {:.1}s",
+            self.spec.label,
+            side.as_str(),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    fn marker(path: &Path, text: &str) {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "===== [e2e] {text} =====");
+        }
+    }
+
+    fn start_native(&mut self, side: Side) -> anyhow::Result<()> {
+        let host = self.settings.host.clone();
+        match side {
+            Side::Sts => {
+                let log = self.log_path("sts-service");
+                Self::marker(&log, "starting sts-service");
+                let mut cmd = Command::new(&self.settings.sts_bin);
+                cmd.envs(self.sts_env());
+                let proc = ManagedProcess::spawn(
+                    &format!("{} sts-service", self.spec.label),
+                    cmd,
+                    Some(&log),
+                )?;
+                self.native.sts = Some(proc);
+                let port = self.spec.ports.sts;
+                wait_healthy(
+                    "sts-service",
+                    &log,
+                    STS_HEALTH_TIMEOUT,
+                    self.native.sts.as_mut(),
+                    || http::is_ok(&host, port, "/health"),
+                )?;
+            }
+            Side::Media => {
+                let p = self.spec.ports;
+                let log = self.log_path("media-server");
+                Self::marker(&log, "starting xiu-lite");
+                let mut cmd = Command::new(&self.settings.media_server_bin);
+                cmd.args([
+                    "--rtsp-port",
+                    &p.rtsp.to_string(),
+                    "--rtmp-port",
+                    &p.rtmp.to_string(),
+                ])
+                .args(["--api-port", &p.api.to_string()]);
+                let proc = ManagedProcess::spawn(
+                    &format!("{} media server", self.spec.label),
+                    cmd,
+                    Some(&log),
+                )?;
+                self.native.media_server = Some(proc);
+                wait_healthy(
+                    "media server",
+                    &log,
+                    Duration::from_secs(20),
+                    self.native.media_server.as_mut(),
+                    || http::is_ok(&host, p.api, "/v3/paths/list"),
+                )?;
+                std::fs::create_dir_all(self.segment_dir())?;
+                let log = self.log_path("media-service");
+                Self::marker(&log, "starting media-service");
+                let mut cmd = Command::new(&self.settings.media_bin);
+                cmd.envs(self.media_env());
+                let proc = ManagedProcess::spawn(
+                    &format!("{} media-service", self.spec.label),
+                    cmd,
+                    Some(&log),
+                )?;
+                self.native.media = Some(proc);
+                wait_healthy(
+                    "media-service",
+                    &log,
+                    MEDIA_HEALTH_TIMEOUT,
+                    self.native.media.as_mut(),
+                    || http::is_ok(&host, p.media, "/health"),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn compose(&self, side: Side, env: &[(String, String)]) -> Command {
+        compose_command(&self.settings, &self.spec.label, side, env)
+    }
+
+    fn start_compose(&mut self, side: Side) -> anyhow::Result<()> {
+        let env = match side {
+            Side::Sts => self.sts_env(),
+            Side::Media => {
+                let dir = self.segment_dir();
+                std::fs::create_dir_all(&dir)?;
+                // The container runs as a non-root user: let it write the bind mount.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))?;
+                self.media_env()
+            }
+        };
+        let timeout = match side {
+            Side::Sts => STS_HEALTH_TIMEOUT,
+            Side::Media => MEDIA_HEALTH_TIMEOUT,
+        };
+        let out = self
+            .compose(side, &env)
+            .args(["up", "-d", "--build", "--wait", "--wait-timeout"])
+            .arg(timeout.as_secs().to_string())
+            .output()
+            .context("running docker compose up")?;
+        if !out.status.success() {
+            self.dump_logs();
+            bail!(
+                "docker compose up ({} {}) failed: {}\n{}",
+                self.spec.label,
+                side.as_str(),
+                String::from_utf8_lossy(&out.stderr).trim(),
+                self.log_tails(30)
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops one side (the other keeps running).
+    pub fn stop_side(&mut self, side: Side) -> anyhow::Result<()> {
+        match self.settings.backend {
+            BackendKind::Native => match side {
+                Side::Sts => {
+                    if let Some(mut p) = self.native.sts.take() {
+                        p.stop();
+                    }
+                }
+                Side::Media => {
+                    if let Some(mut p) = self.native.media.take() {
+                        p.stop();
+                    }
+                    if let Some(mut p) = self.native.media_server.take() {
+                        p.stop();
+                    }
+                }
+            },
+            BackendKind::Compose => {
+                let out = self
+                    .compose(side, &[])
+                    .arg("stop")
+                    .output()
+                    .context("docker compose stop")?;
+                if !out.status.success() {
+                    bail!(
+                        "docker compose stop ({}): {}",
+                        side.as_str(),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                }
+            }
+        }
+        self.started.insert(side, false);
+        Ok(())
+    }
+
+    /// Whether the side's main process is alive (native) / was started (compose).
+    pub fn side_running(&mut self, side: Side) -> bool {
+        match self.settings.backend {
+            BackendKind::Native => {
+                let procs = match side {
+                    Side::Sts => vec![self.native.sts.as_mut()],
+                    Side::Media => vec![
+                        self.native.media_server.as_mut(),
+                        self.native.media.as_mut(),
+                    ],
+                };
+                procs
+                    .into_iter()
+                    .all(|p| p.is_some_and(|p| matches!(p.try_status(), Ok(None))))
+            }
+            BackendKind::Compose => self.started.get(&side).copied().unwrap_or(false),
+        }
+    }
+
+    /// Process id of a side's service (native only; for "was it restarted?" checks).
+    pub fn service_pid(&self, side: Side) -> Option<u32> {
+        match side {
+            Side::Sts => self.native.sts.as_ref().map(ManagedProcess::pid),
+            Side::Media => self.native.media.as_ref().map(ManagedProcess::pid),
+        }
+    }
+
+    /// Runs a side's service once with extra variables and arguments (e.g. a bad value,
+    /// `--print-env-contract`), waiting up to `timeout`.
+    pub fn run_once(
+        settings: &Settings,
+        side: Side,
+        env: &[(String, String)],
+        args: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<OneShot> {
+        let started = Instant::now();
+        let mut cmd = match settings.backend {
+            BackendKind::Native => {
+                let mut c = Command::new(match side {
+                    Side::Sts => &settings.sts_bin,
+                    Side::Media => &settings.media_bin,
+                });
+                c.envs(env.iter().cloned()).args(args);
+                c
+            }
+            BackendKind::Compose => {
+                let mut c = compose_command(settings, "oneshot", side, &[]);
+                c.args(["run", "--rm", "--no-deps", "-T"]);
+                for (k, v) in env {
+                    c.arg("-e").arg(format!("{k}={v}"));
+                }
+                c.arg(match side {
+                    Side::Sts => "sts-service",
+                    Side::Media => "media-service",
+                });
+                c.args(args);
+                c
+            }
+        };
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = cmd.spawn().context("starting the service once")?;
+        let pid = child.id() as i32;
+        let out_pipe = child.stdout.take();
+        let err_pipe = child.stderr.take();
+        let read = |p: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut s = String::new();
+                if let Some(mut p) = p {
+                    let _ = p.read_to_string(&mut s);
+                }
+                s
+            })
+        };
+        let out_t = read(out_pipe.map(|p| Box::new(p) as Box<dyn std::io::Read + Send>));
+        let err_t = read(err_pipe.map(|p| Box::new(p) as Box<dyn std::io::Read + Send>));
+        let mut exited = false;
+        let mut code = None;
+        while started.elapsed() < timeout {
+            if let Some(status) = child.try_wait()? {
+                exited = true;
+                code = status.code();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !exited {
+            // SAFETY: killpg has no memory-safety preconditions.
+            unsafe {
+                libc::killpg(pid, libc::SIGKILL);
+            }
+            let _ = child.wait();
+        }
+        Ok(OneShot {
+            code,
+            exited,
+            stdout: out_t.join().unwrap_or_default(),
+            stderr: err_t.join().unwrap_or_default(),
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Log files of this pair (compose logs are fetched into files first).
+    pub fn log_files(&self) -> Vec<PathBuf> {
+        if self.settings.backend == BackendKind::Compose {
+            self.dump_logs();
+        }
+        let prefix = format!("{}-", self.spec.label);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.settings.log_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.extension().is_some_and(|e| e == "log")
+                    && p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(&prefix))
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    fn dump_logs(&self) {
+        if self.settings.backend != BackendKind::Compose {
+            return;
+        }
+        for side in [Side::Sts, Side::Media] {
+            if let Ok(out) = self
+                .compose(side, &[])
+                .args(["logs", "--no-color", "--timestamps"])
+                .output()
+            {
+                let _ = std::fs::write(
+                    self.log_path(&format!("compose-{}", side.as_str())),
+                    &out.stdout,
+                );
+            }
+        }
+    }
+
+    /// The last `lines` lines of every log of this pair, headed by file name.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut text = String::new();
+        for f in self.log_files() {
+            text.push_str(&format!("---- {} (last {lines} lines) ----\n", f.display()));
+            for l in tail_file(&f, lines) {
+                text.push_str(&l);
+                text.push('\n');
+            }
+        }
+        text
+    }
+
+    /// Stops everything of this pair (idempotent).
+    pub fn teardown(&mut self) {
+        match self.settings.backend {
+            BackendKind::Native => {
+                for p in [
+                    self.native.media.take(),
+                    self.native.media_server.take(),
+                    self.native.sts.take(),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    let mut p = p;
+                    p.stop();
+                }
+            }
+            BackendKind::Compose => {
+                if self.compose_hook.is_some() {
+                    self.dump_logs();
+                    for side in [Side::Media, Side::Sts] {
+                        let _ = self
+                            .compose(side, &[])
+                            .args(["down", "-v", "--remove-orphans"])
+                            .output();
+                    }
+                }
+            }
+        }
+        if let Some(key) = self.compose_hook.take() {
+            process::unregister_hook(key);
+        }
+        self.started.clear();
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// The media-service takes a tracing filter: keep its HTTP client libraries at info, or
+/// their per-poll connection lines drown the worker's own debug lines.
+fn media_log_filter(level: &str) -> String {
+    if level.contains('=') || level.contains(',') {
+        level.to_string()
+    } else {
+        format!("{level},hyper_util=info,reqwest=info,h2=info")
+    }
+}
+
+/// `docker compose -p livedub-e2e-<run>-<label>-<side> -f <file>` with `env` set for
+/// interpolation.
+fn compose_command(
+    settings: &Settings,
+    label: &str,
+    side: Side,
+    env: &[(String, String)],
+) -> Command {
+    let mut cmd = Command::new("docker");
+    let project = format!(
+        "livedub-e2e-{}-{}-{}",
+        settings.run_id,
+        label,
+        side.as_str()
+    )
+    .to_lowercase();
+    cmd.arg("compose")
+        .arg("-p")
+        .arg(project)
+        .arg("-f")
+        .arg(settings.compose_file(side))
+        .envs(env.iter().cloned())
+        .stdin(Stdio::null());
+    cmd
+}
+
+use std::os::unix::process::CommandExt;
+
+fn wait_healthy(
+    what: &str,
+    log: &Path,
+    timeout: Duration,
+    mut proc: Option<&mut ManagedProcess>,
+    healthy: impl Fn() -> bool,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        if healthy() {
+            return Ok(());
+        }
+        if let Some(p) = proc.as_deref_mut() {
+            if let Ok(Some(status)) = p.try_status() {
+                bail!(
+                    "{what} exited during start-up ({status}); last lines of {}:\n{}",
+                    log.display(),
+                    tail_file(log, 25).join("\n")
+                );
+            }
+        }
+        if started.elapsed() > timeout {
+            bail!(
+                "{what} not healthy after {timeout:?}; last lines of {}:\n{}",
+                log.display(),
+                tail_file(log, 25).join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Runs a command and returns its output, with the command in the error.
+pub fn run_output(cmd: &mut Command) -> anyhow::Result<Output> {
+    cmd.output().with_context(|| format!("running {:?}", cmd))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_lists_parse_and_reject_garbage() {
+        assert_eq!(
+            parse_env_list("X", "A=1, B=two ,,C=").unwrap(),
+            vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "two".into()),
+                ("C".into(), "".into())
+            ]
+        );
+        let err = parse_env_list("E2E_STS_ENV", "A=1,oops")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("E2E_STS_ENV") && err.contains("oops"), "{err}");
+        assert!(parse_env_list("X", "=1").is_err());
+    }
+
+    #[test]
+    fn free_ports_are_distinct() {
+        let p = Ports::free().unwrap();
+        let mut all = vec![p.rtsp, p.rtmp, p.api, p.media, p.sts];
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 5);
+        p.ensure_free("127.0.0.1").unwrap();
+    }
+
+    #[test]
+    fn busy_port_is_reported_with_its_variable() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut p = Ports::free().unwrap();
+        p.sts = listener.local_addr().unwrap().port();
+        let err = p.ensure_free("127.0.0.1").unwrap_err().to_string();
+        assert!(err.contains("E2E_STS_PORT"), "{err}");
+    }
+}

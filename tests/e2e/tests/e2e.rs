@@ -1,0 +1,1821 @@
+//! The livedub end-to-end suite (custom harness: `libtest-mimic`).
+//!
+//! One stack per run: the main pair (real STS) and the slow pair (echo STS slower than the
+//! output deadline) start lazily on first use, are shared by every test, and are torn down
+//! at the end of the run, whatever happened (tests failing or panicking: teardown after
+//! the run; Ctrl-C / SIGTERM: the handler kills every process group and runs `compose down`).
+//! Tests that restart services or need special settings start their own pair on free ports.
+//! Every test publishes to its own stream name (`e2e<run>-<test>`).
+//!
+//! Run: `cargo test -p livedub-e2e --test e2e` (see docs/e2e.md for the variables).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure, Context};
+use libtest_mimic::{Arguments, Failed, Trial};
+use livedub_e2e::analyzer::{decode_audio_mono, rms_db, StreamReport};
+use livedub_e2e::contract::{self, ContractFile};
+use livedub_e2e::fingerprint::{self, Fingerprint};
+use livedub_e2e::media::{MediaServerAddr, Publisher, Recorder};
+use livedub_e2e::monitor::Monitor;
+use livedub_e2e::process::{grep_file, install_interrupt_handler, tail_file};
+use livedub_e2e::prom::Metrics;
+use livedub_e2e::stack::{BackendKind, Pair, PairSpec, Ports, Settings, Side};
+use livedub_e2e::{fixture_path, http, repo_root};
+use serde_json::{json, Value};
+
+/// Fragment length the suite runs with (the contract's default).
+const FRAGMENT_MS: u64 = 6000;
+/// Fixture length.
+const FIXTURE_S: f64 = 30.0;
+/// Length of the output of a whole-fixture publish: the fixture plus the silent tail
+/// (the video-only lead-in has no audio, and the output starts with the audio).
+const OUTPUT_S: f64 = FIXTURE_S + TAIL_S as f64;
+/// The A/V sync budget (ARCHITECTURE §5).
+const SYNC_BUDGET_MS: f64 = 120.0;
+/// Echo delay of the slow pair's STS: far beyond the media-service's STS budget.
+const SLOW_ECHO_DELAY_MS: u64 = 20_000;
+/// Bit error rate below which two audio segments are "the same audio".
+const SAME_AUDIO_BER: f64 = 0.2;
+/// Bit error rate above which two audio segments are "different audio".
+const DIFFERENT_AUDIO_BER: f64 = 0.3;
+
+// ---------------------------------------------------------------------------------------
+// Suite state
+// ---------------------------------------------------------------------------------------
+
+/// What tests need to know about a running pair (the pair itself stays in the suite).
+#[derive(Debug, Clone)]
+struct PairInfo {
+    label: String,
+    server: MediaServerAddr,
+    host: String,
+    media_port: u16,
+    sts_port: u16,
+    sts_url: String,
+    segment_dir: PathBuf,
+    log_files: Vec<PathBuf>,
+}
+
+impl PairInfo {
+    fn of(pair: &Pair) -> Self {
+        PairInfo {
+            label: pair.label().to_string(),
+            server: pair.media_server(),
+            host: pair.host().to_string(),
+            media_port: pair.media_port(),
+            sts_port: pair.sts_port(),
+            sts_url: pair.sts_url(),
+            segment_dir: pair.segment_dir(),
+            log_files: pair.log_files(),
+        }
+    }
+}
+
+struct Suite {
+    settings: Arc<Settings>,
+    rt: tokio::runtime::Runtime,
+    /// Streams through the real STS at once: each costs ASR time on shared cores.
+    stream_slots: Arc<tokio::sync::Semaphore>,
+    /// Publishes are spread out so fragment boundaries of different streams (and with them
+    /// the STS load) do not coincide.
+    last_publish: tokio::sync::Mutex<Option<Instant>>,
+    main: OnceLock<Result<PairInfo, String>>,
+    slow: OnceLock<Result<PairInfo, String>>,
+    /// The pairs themselves, for teardown and for log dumps.
+    pairs: Mutex<Vec<Pair>>,
+}
+
+static SUITE: OnceLock<Suite> = OnceLock::new();
+
+fn suite() -> &'static Suite {
+    SUITE.get().expect("suite initialised in main")
+}
+
+impl Suite {
+    fn start_pair(&self, spec: PairSpec) -> Result<PairInfo, String> {
+        let pair = Pair::start(self.settings.clone(), spec).map_err(|e| format!("{e:#}"))?;
+        let info = PairInfo::of(&pair);
+        self.pairs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(pair);
+        Ok(info)
+    }
+
+    /// The main pair (real STS); started on first use.
+    fn main_pair(&self) -> anyhow::Result<PairInfo> {
+        self.main
+            .get_or_init(|| {
+                let ports = Ports::from_env().map_err(|e| e.to_string())?;
+                if self.settings.backend == BackendKind::Native {
+                    ports
+                        .ensure_free(&self.settings.host)
+                        .map_err(|e| e.to_string())?;
+                }
+                self.start_pair(base_spec("main", ports))
+            })
+            .clone()
+            .map_err(|e| anyhow!("main pair did not start: {e}"))
+    }
+
+    /// The slow pair: an echo STS answering after 20 s, far past the output deadline.
+    fn slow_pair(&self) -> anyhow::Result<PairInfo> {
+        self.slow
+            .get_or_init(|| {
+                let ports = Ports::free().map_err(|e| e.to_string())?;
+                let spec = base_spec("slow", ports)
+                    .sts("STS_MODE", "echo")
+                    .sts("ECHO_DELAY_MS", SLOW_ECHO_DELAY_MS)
+                    .sts("PROCESSING_TIMEOUT", 60);
+                self.start_pair(spec)
+            })
+            .clone()
+            .map_err(|e| anyhow!("slow pair did not start: {e}"))
+    }
+
+    /// Waits so that publishes start at least `gap` apart.
+    async fn stagger(&self, gap: Duration) {
+        let mut last = self.last_publish.lock().await;
+        if let Some(t) = *last {
+            let due = t + gap;
+            if due > Instant::now() {
+                tokio::time::sleep_until(due.into()).await;
+            }
+        }
+        *last = Some(Instant::now());
+    }
+
+    fn teardown(&self) {
+        let mut pairs = self.pairs.lock().unwrap_or_else(|p| p.into_inner());
+        for mut p in pairs.drain(..) {
+            p.teardown();
+        }
+    }
+}
+
+/// Settings every pair of the suite shares (discovery on, fast polling, artifacts on).
+fn base_spec(label: &str, ports: Ports) -> PairSpec {
+    PairSpec::new(label, ports)
+        .media("DISCOVERY", "true")
+        .media("DISCOVERY_INTERVAL_MS", 250)
+        .media("SEGMENT_ARTIFACTS", "true")
+        .media("FRAGMENT_DURATION_MS", FRAGMENT_MS)
+        // The stream's end is known sooner, so its last partial fragment still makes its deadline.
+        .media("INPUT_IDLE_TIMEOUT_MS", 1500)
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers shared by tests
+// ---------------------------------------------------------------------------------------
+
+/// A unique, path-safe stream name for a test.
+fn stream_name(test: &str) -> String {
+    let run = &suite().settings.run_id;
+    let short: String = run
+        .chars()
+        .rev()
+        .take(6)
+        .collect::<String>()
+        .chars()
+        .rev()
+        .collect();
+    let test: String = test
+        .trim_start_matches("test_")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("e2e{short}-{test}")
+}
+
+fn scrape(host: &str, port: u16) -> anyhow::Result<Metrics> {
+    let r = http::get(host, port, "/metrics", Duration::from_secs(5))?;
+    ensure!(
+        r.status == 200,
+        "GET /metrics on port {port} answered {}",
+        r.status
+    );
+    Ok(Metrics::parse(&r.body)?)
+}
+
+/// Everything one published stream produced.
+#[derive(Debug)]
+struct StreamRun {
+    name: String,
+    /// `fragment:processed` events seen by the Socket.IO monitor, by sequence number.
+    processed: Vec<Value>,
+    /// The recorded output (FLV).
+    recording: PathBuf,
+    /// media-service fragment log lines (fragments.jsonl), by sequence number.
+    fragments: Vec<Value>,
+    /// media-service metrics after the stream ended.
+    metrics: Metrics,
+    /// Seconds from publish start to the first output data.
+    output_latency_s: Option<f64>,
+}
+
+impl StreamRun {
+    fn fragment_count(&self, status: &str) -> usize {
+        self.fragments
+            .iter()
+            .filter(|f| f["status"] == status)
+            .count()
+    }
+
+    fn metric(&self, status: &str) -> f64 {
+        self.metrics.sum(
+            "worker_audio_fragments_total",
+            &[("stream", &self.name), ("status", status)],
+        )
+    }
+}
+
+struct RunOptions {
+    /// Publish only the first N seconds (None = the whole fixture).
+    seconds: Option<u32>,
+    /// Fragments the monitor waits for.
+    expect_processed: usize,
+    /// Whether to record the output.
+    record: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            seconds: None,
+            expect_processed: 5,
+            record: true,
+        }
+    }
+}
+
+/// Publishes the fixture as `name` through `pair` and collects what came out.
+async fn run_stream(pair: &PairInfo, name: &str, opts: RunOptions) -> anyhow::Result<StreamRun> {
+    let s = suite();
+    let log_dir = &s.settings.log_dir;
+    // Observe before publishing, so no event can be missed.
+    let mut monitor = Monitor::connect(&pair.sts_url, None)
+        .await
+        .with_context(|| format!("connecting the Socket.IO monitor to {}", pair.sts_url))?;
+    monitor.subscribe(name).await?;
+    let recording = log_dir.join(format!("{name}-output.flv"));
+    let recorder = opts.record.then(|| {
+        Recorder::start(
+            &pair.server,
+            name,
+            &recording,
+            &log_dir.join(format!("{name}-recorder.log")),
+            Duration::from_secs(60),
+        )
+    });
+    let fixture = published_fixture(opts.seconds)?;
+    let publish_log = log_dir.join(format!("{name}-publisher.log"));
+    eprintln!("[e2e] publishing {name} to the {} pair", pair.label);
+    let mut publisher = Publisher::start(&pair.server, name, &fixture, &publish_log)?;
+    let publish_started = publisher.started();
+    let length = opts.seconds.map_or(FIXTURE_S, f64::from) + f64::from(lead_in_s() + TAIL_S);
+    let done = tokio::task::spawn_blocking({
+        let wait = Duration::from_secs_f64(length + 20.0);
+        move || {
+            let ok = publisher.wait(wait);
+            (publisher, ok)
+        }
+    })
+    .await?;
+    let (_publisher, ok) = done;
+    if !ok? {
+        bail!(
+            "publishing {name} failed or took too long; publisher log:\n{}",
+            tail_file(&publish_log, 20).join("\n")
+        );
+    }
+    // Fragments are answered at most PROCESSING_TIMEOUT after the last one was sent.
+    let processed = monitor
+        .collect_processed(name, opts.expect_processed, Duration::from_secs(35))
+        .await;
+    monitor.close().await;
+    let mut output_latency_s = None;
+    let recording = match recorder {
+        Some(r) => {
+            output_latency_s = r
+                .connected_at()
+                .map(|t| t.saturating_duration_since(publish_started).as_secs_f64());
+            let rec =
+                tokio::task::spawn_blocking(move || r.finish(Duration::from_secs(30))).await?;
+            rec.map_err(|e| anyhow!("{e}"))?
+        }
+        None => PathBuf::new(),
+    };
+    let fragments = read_fragment_log(pair, name).await;
+    let metrics = scrape(&pair.host, pair.media_port)?;
+    Ok(StreamRun {
+        name: name.to_string(),
+        processed,
+        recording,
+        fragments,
+        metrics,
+        output_latency_s,
+    })
+}
+
+/// The media-service's fragments.jsonl for `name`, sorted by sequence (waits briefly for
+/// the last lines: they are written from a blocking task).
+async fn read_fragment_log(pair: &PairInfo, name: &str) -> Vec<Value> {
+    let path = pair.segment_dir.join(name).join("fragments.jsonl");
+    let mut last = Vec::new();
+    for _ in 0..20 {
+        let mut lines: Vec<Value> = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        lines.sort_by_key(|v| v["sequence"].as_u64().unwrap_or(u64::MAX));
+        if !lines.is_empty() && lines.len() == last.len() {
+            return lines;
+        }
+        last = lines;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    last
+}
+
+/// Seconds of video-only lead-in published before the fixture (`E2E_LEAD_IN_S`, default 3).
+///
+/// The media-service cuts fragments from the first audio sample it receives, and it can
+/// only start reading a stream once the stream exists on the media server, i.e. a moment
+/// after the publisher started (discovery poll + RTSP set-up: ~1 s measured). Published
+/// as is, the fixture's first second would be partly lost and every fragment would be
+/// shifted against the numbers. With a lead-in of video only (the fixture's own first
+/// seconds of video) the worker is attached before the first audio packet, so fragment k
+/// holds exactly the numbers 6k+1..6k+6, as a viewer joining a running stream would not
+/// get but a test needs.
+fn lead_in_s() -> u32 {
+    std::env::var("E2E_LEAD_IN_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+/// Seconds of trailing video + silence after the fixture's end: whatever drops the last
+/// packets of a stream when its publisher disconnects (measured: ~0.65 s lost) then drops
+/// padding, not the number "thirty".
+const TAIL_S: u32 = 2;
+
+/// The file the publisher sends: lead-in (video only), the fixture (or its first `secs`
+/// seconds), then [`TAIL_S`] of video with silence. Built once per run from stream copies
+/// of the fixture plus a generated silent AAC tail.
+fn published_fixture(secs: Option<u32>) -> anyhow::Result<PathBuf> {
+    let lead = lead_in_s();
+    let dir = &suite().settings.log_dir;
+    let tag = secs.map_or("full".to_string(), |s| format!("{s}s"));
+    let out = dir.join(format!("published-{tag}-leadin{lead}s.mp4"));
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if out.exists() {
+        return Ok(out);
+    }
+    let ffmpeg = |args: &[&str]| -> anyhow::Result<()> {
+        let o = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-nostdin", "-y"])
+            .args(args)
+            .output()?;
+        ensure!(
+            o.status.success(),
+            "ffmpeg {:?} failed: {}",
+            args,
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+        Ok(())
+    };
+    let path = |p: &Path| p.display().to_string();
+    let fixture = path(&fixture_path());
+    let len = secs.unwrap_or(FIXTURE_S as u32);
+    let video = dir.join(format!("fixture-video-{tag}.mp4"));
+    let audio = dir.join(format!("fixture-audio-{tag}.m4a"));
+    let silence = dir.join("silence.m4a");
+    ffmpeg(&[
+        "-i",
+        &fixture,
+        "-map",
+        "0:v:0",
+        "-t",
+        &len.to_string(),
+        "-c",
+        "copy",
+        &path(&video),
+    ])?;
+    ffmpeg(&[
+        "-i",
+        &fixture,
+        "-map",
+        "0:a:0",
+        "-t",
+        &len.to_string(),
+        "-c",
+        "copy",
+        &path(&audio),
+    ])?;
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "anullsrc=r=48000:cl=stereo",
+        "-t",
+        &TAIL_S.to_string(),
+        "-c:a",
+        "aac",
+        "-b:a",
+        "96k",
+        &path(&silence),
+    ])?;
+    // Video: the fixture's first `lead` seconds (whole 1 s GOPs), the fixture, and its
+    // last TAIL_S seconds again.
+    let vlist = dir.join(format!("video-{tag}.txt"));
+    let mut v = String::new();
+    if lead > 0 {
+        v.push_str(&format!("file '{}'\noutpoint {lead}\n", video.display()));
+    }
+    v.push_str(&format!("file '{}'\n", video.display()));
+    v.push_str(&format!(
+        "file '{}'\ninpoint {}\n",
+        video.display(),
+        len - TAIL_S
+    ));
+    std::fs::write(&vlist, v)?;
+    // Audio: the fixture's, starting `lead` s later (no audio packets before), then silence.
+    let alist = dir.join(format!("audio-{tag}.txt"));
+    std::fs::write(
+        &alist,
+        format!("file '{}'\nfile '{}'\n", audio.display(), silence.display()),
+    )?;
+    ffmpeg(&[
+        "-f",
+        "concat",
+        "-safe",
+        "0",
+        "-i",
+        &path(&vlist),
+        "-itsoffset",
+        &lead.to_string(),
+        "-f",
+        "concat",
+        "-safe",
+        "0",
+        "-i",
+        &path(&alist),
+        "-map",
+        "0:v:0",
+        "-map",
+        "1:a:0",
+        "-c",
+        "copy",
+        &path(&out),
+    ])?;
+    Ok(out)
+}
+
+/// Numbers in a text: digits ("12"), English words ("twelve", "twenty-one") and Spanish
+/// words ("doce", "veintiuno", "treinta y uno").
+fn numbers_in(text: &str) -> Vec<u32> {
+    fn word(w: &str) -> Option<u32> {
+        const EN: [&str; 20] = [
+            "zero",
+            "one",
+            "two",
+            "three",
+            "four",
+            "five",
+            "six",
+            "seven",
+            "eight",
+            "nine",
+            "ten",
+            "eleven",
+            "twelve",
+            "thirteen",
+            "fourteen",
+            "fifteen",
+            "sixteen",
+            "seventeen",
+            "eighteen",
+            "nineteen",
+        ];
+        const ES: [&str; 30] = [
+            "cero",
+            "uno",
+            "dos",
+            "tres",
+            "cuatro",
+            "cinco",
+            "seis",
+            "siete",
+            "ocho",
+            "nueve",
+            "diez",
+            "once",
+            "doce",
+            "trece",
+            "catorce",
+            "quince",
+            "dieciséis",
+            "diecisiete",
+            "dieciocho",
+            "diecinueve",
+            "veinte",
+            "veintiuno",
+            "veintidós",
+            "veintitrés",
+            "veinticuatro",
+            "veinticinco",
+            "veintiséis",
+            "veintisiete",
+            "veintiocho",
+            "veintinueve",
+        ];
+        let plain = |s: &str| {
+            s.replace('á', "a")
+                .replace('é', "e")
+                .replace('í', "i")
+                .replace('ó', "o")
+                .replace('ú', "u")
+        };
+        let w_plain = plain(w);
+        if let Some(i) = EN.iter().position(|x| *x == w) {
+            return Some(i as u32);
+        }
+        if let Some(i) = ES.iter().position(|x| plain(x) == w_plain) {
+            return Some(i as u32);
+        }
+        match w_plain.as_str() {
+            "un" | "una" => Some(1),
+            "twenty" => Some(20),
+            "thirty" | "treinta" => Some(30),
+            "forty" | "cuarenta" => Some(40),
+            _ => None,
+        }
+    }
+    let lower = text.to_lowercase();
+    let tokens: Vec<&str> = lower
+        .split(|c: char| !(c.is_alphanumeric()))
+        .filter(|t| !t.is_empty())
+        .collect();
+    let mut out: Vec<u32> = Vec::new();
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = tokens[i];
+        if let Ok(n) = t.parse::<u32>() {
+            out.push(n);
+            i += 1;
+            continue;
+        }
+        if let Some(n) = word(t) {
+            // Tens followed by a unit: "twenty one" (hyphen split), "treinta y uno".
+            if n % 10 == 0 && n >= 20 {
+                let mut j = i + 1;
+                if tokens.get(j) == Some(&"y") {
+                    j += 1;
+                }
+                if let Some(u) = tokens
+                    .get(j)
+                    .and_then(|t| word(t))
+                    .filter(|u| (1..10).contains(u))
+                {
+                    out.push(n + u);
+                    i = j + 1;
+                    continue;
+                }
+            }
+            out.push(n);
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Decodes an STS audio object's base64 PCM s16le into samples.
+fn dubbed_samples(audio: &Value) -> anyhow::Result<Vec<f32>> {
+    use base64::Engine;
+    let data = audio["data"]
+        .as_str()
+        .ok_or_else(|| anyhow!("dubbed_audio without data"))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .context("dubbed_audio.data is not base64")?;
+    ensure!(
+        audio["format"] == "pcm_s16le",
+        "dubbed_audio.format is {}",
+        audio["format"]
+    );
+    Ok(fingerprint::pcm_s16le_to_f32(&bytes))
+}
+
+/// Per 6 s segment of the fixture: bit error rate of the output's audio against it.
+fn segment_bers(recording: &Path, segments: usize) -> anyhow::Result<(isize, Vec<f64>)> {
+    let input = Fingerprint::compute(&decode_audio_mono(&fixture_path())?);
+    let output = Fingerprint::compute(&decode_audio_mono(recording)?);
+    // The recorder may join a little late, and the encoder adds priming: search ±3 s.
+    let (offset, _) = input.best_offset(&output, 100);
+    let seg_s = FRAGMENT_MS as f64 / 1000.0;
+    let bers = (0..segments)
+        .map(|k| {
+            input
+                .compare_seconds(&output, offset, k as f64 * seg_s, (k + 1) as f64 * seg_s)
+                .bit_error_rate
+        })
+        .collect();
+    Ok((offset, bers))
+}
+
+fn describe_fragments(run: &StreamRun) -> String {
+    run.fragments
+        .iter()
+        .map(|f| {
+            format!(
+                "#{} {} {}",
+                f["sequence"],
+                f["status"].as_str().unwrap_or("?"),
+                f["reason"].as_str().unwrap_or("")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------
+
+/// The fixture is what ARCHITECTURE §6 promises.
+fn test_fixture_properties() -> anyhow::Result<()> {
+    let path = fixture_path();
+    let r = StreamReport::probe(&path, true)?;
+    ensure!(
+        (r.duration - FIXTURE_S).abs() < 0.05,
+        "fixture lasts {} s, expected 30.0",
+        r.duration
+    );
+    let v = r
+        .video
+        .as_ref()
+        .ok_or_else(|| anyhow!("fixture has no video"))?;
+    ensure!(
+        v.codec == "h264" && v.width == 1280 && v.height == 720 && (v.fps - 30.0).abs() < 0.01,
+        "fixture video is {v:?}, expected h264 1280x720 30 fps"
+    );
+    let a = r
+        .audio
+        .as_ref()
+        .ok_or_else(|| anyhow!("fixture has no audio"))?;
+    ensure!(
+        a.codec == "aac" && a.sample_rate == 48_000 && a.channels == 2,
+        "fixture audio is {a:?}, expected aac 48 kHz stereo"
+    );
+    let frames = r.video_pts().len();
+    ensure!(
+        frames == 900,
+        "fixture has {frames} video frames, expected 900"
+    );
+    // No SEI NAL units: the local media server would split access units on them.
+    let annexb = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-i"])
+        .arg(&path)
+        .args([
+            "-map",
+            "0:v:0",
+            "-c",
+            "copy",
+            "-bsf:v",
+            "h264_mp4toannexb",
+            "-f",
+            "h264",
+            "-",
+        ])
+        .output()?;
+    ensure!(
+        annexb.status.success(),
+        "extracting the H.264 stream failed"
+    );
+    let sei = count_nal_type(&annexb.stdout, 6);
+    ensure!(
+        sei == 0,
+        "fixture carries {sei} SEI NAL units; regenerate it with scripts/make-fixture.sh"
+    );
+    ensure!(
+        count_nal_type(&annexb.stdout, 5) >= 30,
+        "fixture should have a key frame every second"
+    );
+    // Number n starts at t = n-1: sound at the start of every second, silence at its end.
+    let audio = decode_audio_mono(&path)?;
+    let sr = fingerprint::SAMPLE_RATE as usize;
+    for n in 0..30usize {
+        let head = rms_db(&audio[n * sr..n * sr + sr / 10]);
+        let tail = rms_db(&audio[(n + 1) * sr - sr / 20..(n + 1) * sr]);
+        ensure!(
+            head > -35.0,
+            "second {n}: no speech in its first 100 ms ({head:.1} dBFS)"
+        );
+        ensure!(
+            tail < -50.0,
+            "second {n}: not silent in its last 50 ms ({tail:.1} dBFS)"
+        );
+    }
+    Ok(())
+}
+
+fn count_nal_type(annexb: &[u8], nal_type: u8) -> usize {
+    annexb
+        .windows(4)
+        .filter(|w| w[0] == 0 && w[1] == 0 && w[2] == 1 && (w[3] & 0x1f) == nal_type)
+        .count()
+}
+
+/// Health endpoints of all three services, their metrics, and a Socket.IO session.
+async fn test_services_can_communicate() -> anyhow::Result<()> {
+    let pair = suite().main_pair()?;
+    let h = &pair.host;
+    ensure!(
+        http::is_ok(h, pair.server.api_port, "/v3/paths/list"),
+        "media server API not healthy"
+    );
+    let paths: Value = serde_json::from_str(
+        &http::get(
+            h,
+            pair.server.api_port,
+            "/v3/paths/list",
+            Duration::from_secs(3),
+        )?
+        .body,
+    )?;
+    ensure!(
+        paths["items"].is_array(),
+        "/v3/paths/list is not MediaMTX-shaped: {paths}"
+    );
+    for (what, port) in [
+        ("media-service", pair.media_port),
+        ("sts-service", pair.sts_port),
+    ] {
+        let r = http::get(h, port, "/health", Duration::from_secs(3))?;
+        ensure!(
+            r.status == 200,
+            "{what} /health answered {}: {}",
+            r.status,
+            r.body
+        );
+        let m = scrape(h, port).with_context(|| format!("{what} /metrics"))?;
+        ensure!(!m.samples.is_empty(), "{what} /metrics is empty");
+    }
+    let media = scrape(h, pair.media_port)?;
+    ensure!(
+        media.has_family("worker_active_workers"),
+        "media-service /metrics lacks worker_active_workers"
+    );
+    // Socket.IO: connect, observe a stream, and open a session the way the media-service does.
+    let name = stream_name("test_services_can_communicate");
+    let monitor = Monitor::connect(&pair.sts_url, None).await?;
+    monitor.subscribe(&name).await?;
+    let ack = monitor
+        .emit_with_ack(
+            "stream:init",
+            stream_init(&name, FRAGMENT_MS),
+            Duration::from_secs(10),
+        )
+        .await?;
+    ensure!(
+        ack["status"] == "ready",
+        "stream:init was not accepted: {ack}"
+    );
+    ensure!(
+        ack["session_id"].is_string(),
+        "stream:init ack lacks session_id: {ack}"
+    );
+    ensure!(
+        ack["protocol_version"].is_string() || ack["protocol_version"].is_number(),
+        "ack lacks protocol_version: {ack}"
+    );
+    let _ = monitor
+        .emit_with_ack(
+            "stream:end",
+            json!({"stream_id": name}),
+            Duration::from_secs(5),
+        )
+        .await;
+    monitor.close().await;
+    Ok(())
+}
+
+fn stream_init(name: &str, fragment_ms: u64) -> Value {
+    json!({
+        "stream_id": name,
+        "source_language": "en",
+        "target_language": "es",
+        "fragment_duration_ms": fragment_ms,
+        "audio": {"format": "pcm_s16le", "sample_rate_hz": 16000, "channels": 1},
+    })
+}
+
+/// Fixture in, five fragments dubbed, a playable H.264 + AAC output of about 30 s.
+async fn test_full_pipeline_media_to_sts_to_output() -> anyhow::Result<()> {
+    let pair = suite().main_pair()?;
+    let name = stream_name("test_full_pipeline_media_to_sts_to_output");
+    let run = with_slot(1, run_stream(&pair, &name, RunOptions::default())).await?;
+    ensure!(
+        run.processed.len() >= 5,
+        "the STS answered {} of 5 fragments: {:?}",
+        run.processed.len(),
+        run.processed
+            .iter()
+            .map(|p| (p["sequence_number"].clone(), p["status"].clone()))
+            .collect::<Vec<_>>()
+    );
+    // Fragments 0..4 carry the fixture; a 6th one holds the silent tail.
+    for p in run
+        .processed
+        .iter()
+        .filter(|p| p["sequence_number"].as_u64().is_some_and(|s| s < 5))
+    {
+        ensure!(
+            p["status"] == "success",
+            "fragment {} status {}: {}",
+            p["sequence_number"],
+            p["status"],
+            p["error"]
+        );
+    }
+    let r = StreamReport::probe(&run.recording, false)?;
+    ensure!(
+        r.video.as_ref().is_some_and(|v| v.codec == "h264"),
+        "output video is {:?}",
+        r.video
+    );
+    ensure!(
+        r.audio.as_ref().is_some_and(|a| a.codec == "aac"),
+        "output audio is {:?}",
+        r.audio
+    );
+    ensure!(
+        (r.duration - OUTPUT_S).abs() < 1.5,
+        "output lasts {:.2} s, expected about {OUTPUT_S}",
+        r.duration
+    );
+    let placed = run.fragments.len();
+    ensure!(
+        placed >= 5,
+        "media-service placed {placed} fragments: {}",
+        describe_fragments(&run)
+    );
+    let processed = run.metric("processed");
+    ensure!(
+        processed >= 4.0,
+        "worker_audio_fragments_total{{status=processed}} = {processed} (fallback {}, failed {}): {}",
+        run.metric("fallback"),
+        run.metric("failed"),
+        describe_fragments(&run)
+    );
+    eprintln!(
+        "[e2e] {name}: output appeared {:.1} s after publishing; fragments: {}",
+        run.output_latency_s.unwrap_or(f64::NAN),
+        describe_fragments(&run)
+    );
+    Ok(())
+}
+
+/// Real ASR/MT/TTS: each fragment's transcript and translation hold exactly its numbers.
+async fn test_sts_processes_real_audio() -> anyhow::Result<()> {
+    let pair = suite().main_pair()?;
+    let name = stream_name("test_sts_processes_real_audio");
+    let run = with_slot(
+        1,
+        run_stream(
+            &pair,
+            &name,
+            RunOptions {
+                record: false,
+                ..Default::default()
+            },
+        ),
+    )
+    .await?;
+    ensure!(
+        run.processed.len() >= 5,
+        "got {} of 5 fragment:processed events",
+        run.processed.len()
+    );
+    let mut problems = Vec::new();
+    for k in 0..5u64 {
+        let Some(p) = run.processed.iter().find(|p| p["sequence_number"] == k) else {
+            problems.push(format!("fragment {k}: no fragment:processed"));
+            continue;
+        };
+        let want: BTreeSet<u32> = (6 * k as u32 + 1..=6 * k as u32 + 6).collect();
+        let transcript = p["transcript"].as_str().unwrap_or("");
+        let translated = p["translated_text"].as_str().unwrap_or("");
+        let heard: BTreeSet<u32> = numbers_in(transcript).into_iter().collect();
+        let said: BTreeSet<u32> = numbers_in(translated).into_iter().collect();
+        if heard != want {
+            problems.push(format!(
+                "fragment {k}: transcript {transcript:?} has numbers {heard:?}, expected {want:?}"
+            ));
+        }
+        if said != want {
+            problems.push(format!(
+                "fragment {k}: translation {translated:?} has numbers {said:?}, expected {want:?}"
+            ));
+        }
+        match dubbed_samples(&p["dubbed_audio"]) {
+            Ok(samples) => {
+                let db = rms_db(&samples);
+                if samples.is_empty() || db < -40.0 {
+                    problems.push(format!(
+                        "fragment {k}: dubbed audio is silent ({db:.1} dBFS, {} samples)",
+                        samples.len()
+                    ));
+                }
+            }
+            Err(e) => problems.push(format!("fragment {k}: {e}")),
+        }
+    }
+    ensure!(problems.is_empty(), "{}", problems.join("\n"));
+    Ok(())
+}
+
+/// The recorded output decodes cleanly from start to end with the expected formats.
+async fn test_output_stream_is_playable() -> anyhow::Result<()> {
+    let pair = suite().main_pair()?;
+    let name = stream_name("test_output_stream_is_playable");
+    let run = with_slot(1, run_stream(&pair, &name, RunOptions::default())).await?;
+    let r = StreamReport::probe(&run.recording, true)?;
+    let v = r
+        .video
+        .as_ref()
+        .ok_or_else(|| anyhow!("output has no video"))?;
+    let a = r
+        .audio
+        .as_ref()
+        .ok_or_else(|| anyhow!("output has no audio"))?;
+    ensure!(
+        v.codec == "h264" && v.width == 1280 && v.height == 720,
+        "output video {v:?}"
+    );
+    ensure!(
+        a.codec == "aac" && a.sample_rate == 48_000,
+        "output audio {a:?}"
+    );
+    let frames = r.video_pts().len();
+    let want_frames = (OUTPUT_S * 30.0) as usize;
+    ensure!(
+        frames.abs_diff(want_frames) <= 45,
+        "output has {frames} video frames; the published audio span has {want_frames}"
+    );
+    let audio_s: f64 = r
+        .packets
+        .iter()
+        .filter(|p| p.audio)
+        .map(|p| p.duration)
+        .sum();
+    ensure!(
+        (audio_s - OUTPUT_S).abs() < 1.0,
+        "output carries {audio_s:.2} s of audio, expected about {OUTPUT_S}"
+    );
+    let decode = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-i"])
+        .arg(&run.recording)
+        .args(["-f", "null", "-"])
+        .output()?;
+    let errors = String::from_utf8_lossy(&decode.stderr);
+    ensure!(
+        decode.status.success() && errors.trim().is_empty(),
+        "decoding the output reported errors:\n{errors}"
+    );
+    Ok(())
+}
+
+/// |audio PTS - video PTS| stays under 120 ms all through the output, and the
+/// media-service's own metric agrees.
+async fn test_output_av_sync_within_120ms() -> anyhow::Result<()> {
+    let pair = suite().main_pair()?;
+    let name = stream_name("test_output_av_sync_within_120ms");
+    let run = with_slot(1, run_stream(&pair, &name, RunOptions::default())).await?;
+    let r = StreamReport::probe(&run.recording, true)?;
+    let sync = r
+        .sync()
+        .ok_or_else(|| anyhow!("output lacks audio or video packets"))?;
+    eprintln!("[e2e] {name}: {sync:?}");
+    ensure!(
+        sync.worst_ms() < SYNC_BUDGET_MS,
+        "A/V sync off by up to {:.1} ms: {sync:?}",
+        sync.worst_ms()
+    );
+    let gauges: Vec<f64> = run
+        .metrics
+        .find("worker_av_sync_delta_ms", &[("stream", &name)])
+        .map(|s| s.value)
+        .collect();
+    ensure!(
+        !gauges.is_empty(),
+        "no worker_av_sync_delta_ms{{stream=\"{name}\"}} sample"
+    );
+    for g in gauges {
+        ensure!(g.abs() < SYNC_BUDGET_MS, "worker_av_sync_delta_ms = {g}");
+    }
+    Ok(())
+}
+
+/// Dubbed segments differ from the input audio; fallback segments are the input audio.
+async fn test_output_audio_fingerprints_dubbed_vs_fallback() -> anyhow::Result<()> {
+    let pair = suite().main_pair()?;
+    let name = stream_name("test_output_audio_fingerprints");
+    let run = with_slot(1, run_stream(&pair, &name, RunOptions::default())).await?;
+    ensure!(
+        run.fragments.len() >= 5,
+        "media-service logged {} fragments",
+        run.fragments.len()
+    );
+    let (offset, bers) = segment_bers(&run.recording, 5)?;
+    eprintln!(
+        "[e2e] {name}: offset {offset} frames, BER per segment {bers:.3?}; {}",
+        describe_fragments(&run)
+    );
+    let mut problems = Vec::new();
+    let mut dubbed = 0;
+    for (k, ber) in bers.iter().enumerate() {
+        let status = run.fragments[k]["status"].as_str().unwrap_or("?");
+        match status {
+            "processed" => {
+                dubbed += 1;
+                if *ber < DIFFERENT_AUDIO_BER {
+                    problems.push(format!(
+                        "segment {k} was dubbed but its audio matches the input (BER {ber:.3})"
+                    ));
+                }
+            }
+            _ => {
+                if *ber > SAME_AUDIO_BER {
+                    problems.push(format!("segment {k} fell back ({status}) but its audio differs from the input (BER {ber:.3})"));
+                }
+            }
+        }
+    }
+    ensure!(
+        dubbed >= 3,
+        "only {dubbed} of 5 segments were dubbed: {}",
+        describe_fragments(&run)
+    );
+    ensure!(problems.is_empty(), "{}", problems.join("\n"));
+    Ok(())
+}
+
+/// An STS slower than the deadline: original audio goes out, the output does not stall,
+/// fallbacks are counted.
+async fn test_fallback_when_sts_slower_than_deadline() -> anyhow::Result<()> {
+    let pair = suite().slow_pair()?;
+    let name = stream_name("test_fallback_when_sts_slower_than_deadline");
+    let run = run_stream(
+        &pair,
+        &name,
+        RunOptions {
+            expect_processed: 0,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let r = StreamReport::probe(&run.recording, true)?;
+    ensure!(
+        (r.duration - OUTPUT_S).abs() < 1.5,
+        "output lasts {:.2} s (expected {OUTPUT_S}): it stalled or was cut",
+        r.duration
+    );
+    let sync = r
+        .sync()
+        .ok_or_else(|| anyhow!("output lacks audio or video"))?;
+    ensure!(
+        sync.max_audio_gap_ms < SYNC_BUDGET_MS && sync.max_video_gap_ms < SYNC_BUDGET_MS,
+        "output has holes: {sync:?}"
+    );
+    let (_, bers) = segment_bers(&run.recording, 5)?;
+    for (k, ber) in bers.iter().enumerate() {
+        ensure!(*ber < SAME_AUDIO_BER, "segment {k} of the fallback output is not the original audio (BER {ber:.3}); all: {bers:.3?}");
+    }
+    let fallback = run.metric("fallback");
+    ensure!(
+        fallback >= 5.0,
+        "worker_audio_fragments_total{{status=fallback}} = {fallback}, expected >= 5"
+    );
+    ensure!(
+        run.metric("processed") == 0.0,
+        "a fragment counted as processed despite the slow STS"
+    );
+    ensure!(
+        run.fragment_count("processed") == 0,
+        "fragment log shows dubbed fragments: {}",
+        describe_fragments(&run)
+    );
+    Ok(())
+}
+
+/// Two streams at once on different names: each gets its own, correct output.
+async fn test_two_concurrent_streams_do_not_interfere() -> anyhow::Result<()> {
+    let pair = suite().main_pair()?;
+    let a = stream_name("test_concurrent_a");
+    let b = stream_name("test_concurrent_b");
+    let (ra, rb) = with_slot(2, async {
+        tokio::join!(run_stream(&pair, &a, RunOptions::default()), async {
+            // Start the second one mid-fragment so the two do not hit the STS together.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            run_stream(&pair, &b, RunOptions::default()).await
+        })
+    })
+    .await;
+    let (ra, rb) = (ra?, rb?);
+    for run in [&ra, &rb] {
+        ensure!(
+            run.processed.len() >= 5,
+            "{}: {} of 5 fragments processed",
+            run.name,
+            run.processed.len()
+        );
+        ensure!(
+            run.processed
+                .iter()
+                .all(|p| p["stream_id"] == run.name.as_str()),
+            "{}: monitor received another stream's events",
+            run.name
+        );
+        let r = StreamReport::probe(&run.recording, false)?;
+        ensure!(
+            (r.duration - OUTPUT_S).abs() < 1.5,
+            "{}: output lasts {:.2} s",
+            run.name,
+            r.duration
+        );
+        ensure!(
+            run.fragments.len() >= 5,
+            "{}: {} fragments logged",
+            run.name,
+            run.fragments.len()
+        );
+        ensure!(
+            run.fragments
+                .iter()
+                .all(|f| f["stream"] == run.name.as_str()),
+            "{}: fragment log mixes streams",
+            run.name
+        );
+        let dubbed = run.fragment_count("processed");
+        ensure!(
+            dubbed >= 4,
+            "{}: only {dubbed} fragments dubbed: {}",
+            run.name,
+            describe_fragments(run)
+        );
+    }
+    ensure!(ra.recording != rb.recording);
+    Ok(())
+}
+
+/// Each side starts, stops and restarts without the other (own pair, echo STS).
+async fn test_media_service_compose_starts() -> anyhow::Result<()> {
+    let s = suite();
+    let spec = base_spec("lifecycle", Ports::free()?)
+        .sts("STS_MODE", "echo")
+        .sts("ECHO_DELAY_MS", 200);
+    let settings = s.settings.clone();
+    let mut pair = tokio::task::spawn_blocking(move || Pair::start(settings, spec)).await??;
+    let h = pair.host().to_string();
+    let (mp, sp) = (pair.media_port(), pair.sts_port());
+    let api = pair.media_server().api_port;
+    let result: anyhow::Result<()> = async {
+        ensure!(http::is_ok(&h, mp, "/health") && http::is_ok(&h, sp, "/health"), "pair not healthy after start");
+        let sts_pid = pair.service_pid(Side::Sts);
+        // Media side down: STS unaffected.
+        pair.stop_side(Side::Media)?;
+        ensure!(!http::is_ok(&h, mp, "/health"), "media-service still answers after stop");
+        ensure!(!http::is_ok(&h, api, "/v3/paths/list"), "media server still answers after stop");
+        ensure!(http::is_ok(&h, sp, "/health"), "stopping the media side took the STS down");
+        pair.start_side(Side::Media)?;
+        ensure!(http::is_ok(&h, mp, "/health"), "media-service not healthy after restart");
+        ensure!(pair.service_pid(Side::Sts) == sts_pid, "the STS was restarted along with the media side");
+        // STS side down: media side unaffected.
+        let media_pid = pair.service_pid(Side::Media);
+        pair.stop_side(Side::Sts)?;
+        ensure!(!http::is_ok(&h, sp, "/health"), "STS still answers after stop");
+        ensure!(http::is_ok(&h, mp, "/health"), "stopping the STS took the media-service down");
+        ensure!(pair.side_running(Side::Media), "media side died while the STS was down");
+        pair.start_side(Side::Sts)?;
+        ensure!(pair.service_pid(Side::Media) == media_pid, "the media-service was restarted along with the STS");
+        // After both restarts the pipeline works end to end: the media-service found the
+        // restarted STS again.
+        let info = PairInfo::of(&pair);
+        let name = stream_name("test_media_service_compose_starts");
+        let run = run_stream(&info, &name, RunOptions { seconds: Some(13), expect_processed: 2, record: true }).await?;
+        ensure!(
+            run.processed.len() >= 2,
+            "after the restarts the STS answered {} fragments (expected 2): the media-service did not reconnect",
+            run.processed.len()
+        );
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        eprintln!("{}", pair.log_tails(40));
+    }
+    tokio::task::spawn_blocking(move || pair.teardown()).await?;
+    result
+}
+
+/// Overridden ports, MAX_INFLIGHT, PROCESSING_TIMEOUT and fragment length take effect.
+async fn test_env_config_overrides() -> anyhow::Result<()> {
+    let s = suite();
+    let ports = Ports::free()?;
+    let spec = base_spec("envcfg", ports)
+        .sts("STS_MODE", "echo")
+        .sts("ECHO_DELAY_MS", 2500)
+        .sts("MAX_INFLIGHT", 2)
+        .sts("PROCESSING_TIMEOUT", 1)
+        .media("FRAGMENT_DURATION_MS", 4000)
+        .media("OUTPUT_DELAY_MS", 6000);
+    let settings = s.settings.clone();
+    let mut pair = tokio::task::spawn_blocking(move || Pair::start(settings, spec)).await??;
+    let info = PairInfo::of(&pair);
+    let result: anyhow::Result<()> = async {
+        // Ports: everything answers where the overrides put it.
+        ensure!(
+            http::is_ok(&info.host, ports.sts, "/health"),
+            "STS not on STS_PORT={}",
+            ports.sts
+        );
+        ensure!(
+            http::is_ok(&info.host, ports.media, "/health"),
+            "media-service not on MEDIA_SERVICE_PORT={}",
+            ports.media
+        );
+        ensure!(
+            http::is_ok(&info.host, ports.api, "/v3/paths/list"),
+            "media server not on its API port {}",
+            ports.api
+        );
+        // MAX_INFLIGHT is announced in the stream:init ack.
+        let name = stream_name("test_env_config_overrides-direct");
+        let mut client = Monitor::connect(&info.sts_url, None).await?;
+        let ack = client
+            .emit_with_ack(
+                "stream:init",
+                stream_init(&name, 4000),
+                Duration::from_secs(10),
+            )
+            .await?;
+        ensure!(ack["status"] == "ready", "stream:init rejected: {ack}");
+        ensure!(
+            ack["max_inflight"] == 2,
+            "MAX_INFLIGHT=2 not in effect: ack {ack}"
+        );
+        // PROCESSING_TIMEOUT=1 s beats ECHO_DELAY_MS=2.5 s: the answer is a timeout, after ~1 s.
+        use base64::Engine;
+        let pcm = vec![0u8; 16000 * 2 * 4];
+        let sent = Instant::now();
+        let frag_ack = client
+            .emit_with_ack(
+                "fragment:data",
+                json!({
+                    "fragment_id": format!("{name}-0"), "stream_id": name, "sequence_number": 0,
+                    "pts_ms": 0, "duration_ms": 4000,
+                    "audio": {"format": "pcm_s16le", "sample_rate_hz": 16000, "channels": 1,
+                              "data": base64::engine::general_purpose::STANDARD.encode(&pcm)},
+                }),
+                Duration::from_secs(10),
+            )
+            .await?;
+        ensure!(
+            frag_ack["status"] == "accepted",
+            "fragment rejected: {frag_ack}"
+        );
+        let answers = client
+            .collect_processed(&name, 1, Duration::from_secs(10))
+            .await;
+        let answer = answers
+            .first()
+            .ok_or_else(|| anyhow!("no fragment:processed within 10 s"))?;
+        let took = sent.elapsed();
+        ensure!(
+            answer["status"] == "timeout",
+            "PROCESSING_TIMEOUT=1 not in effect: status {} after {took:?}",
+            answer["status"]
+        );
+        ensure!(
+            took < Duration::from_millis(2400),
+            "timeout answer took {took:?}, PROCESSING_TIMEOUT=1 s"
+        );
+        client.close().await;
+        // FRAGMENT_DURATION_MS=4000: a 9 s publish gives 4 s fragments.
+        let stream = stream_name("test_env_config_overrides");
+        let run = run_stream(
+            &info,
+            &stream,
+            RunOptions {
+                seconds: Some(9),
+                expect_processed: 2,
+                record: false,
+            },
+        )
+        .await?;
+        ensure!(
+            !run.fragments.is_empty(),
+            "no fragments logged for {stream}"
+        );
+        let full: Vec<&Value> = run
+            .fragments
+            .iter()
+            .filter(|f| f["duration_ms"] == 4000)
+            .collect();
+        ensure!(
+            full.len() >= 2,
+            "FRAGMENT_DURATION_MS=4000 not in effect: {:?}",
+            run.fragments
+                .iter()
+                .map(|f| f["duration_ms"].clone())
+                .collect::<Vec<_>>()
+        );
+        ensure!(
+            run.processed.iter().all(|p| p["status"] == "timeout"),
+            "fragments sent by the media-service should time out at the STS: {:?}",
+            run.processed
+                .iter()
+                .map(|p| p["status"].clone())
+                .collect::<Vec<_>>()
+        );
+        let delay = run
+            .metrics
+            .sum("worker_output_delay_ms", &[("stream", &stream)]);
+        ensure!(
+            delay == 6000.0,
+            "OUTPUT_DELAY_MS=6000 not in effect: worker_output_delay_ms = {delay}"
+        );
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        eprintln!("{}", pair.log_tails(40));
+    }
+    tokio::task::spawn_blocking(move || pair.teardown()).await?;
+    result
+}
+
+/// A bad value stops a service at once with one line naming the variable and the value.
+fn test_bad_env_value_fails_fast() -> anyhow::Result<()> {
+    let s = suite();
+    let cases: [(Side, &str, &str); 6] = [
+        (Side::Sts, "MAX_INFLIGHT", "lots"),
+        (Side::Sts, "PROCESSING_TIMEOUT", "-5"),
+        (Side::Sts, "STS_PORT", "70000"),
+        (Side::Media, "MEDIA_SERVICE_PORT", "http"),
+        (Side::Media, "FRAGMENT_DURATION_MS", "soon"),
+        (Side::Media, "STS_SERVICE_URL", "not a url"),
+    ];
+    let mut problems = Vec::new();
+    for (side, var, value) in cases {
+        let env = vec![(var.to_string(), value.to_string())];
+        let out = Pair::run_once(&s.settings, side, &env, &[], Duration::from_secs(20))?;
+        let all = format!("{}{}", out.stdout, out.stderr);
+        let line = all
+            .lines()
+            .find(|l| l.contains(var))
+            .unwrap_or("")
+            .to_string();
+        if !out.exited {
+            problems.push(format!(
+                "{} with {var}={value:?} was still running after 20 s",
+                side.as_str()
+            ));
+        } else if out.code == Some(0) {
+            problems.push(format!("{} with {var}={value:?} exited 0", side.as_str()));
+        } else if line.is_empty() || !line.contains(value) {
+            problems.push(format!(
+                "{} with {var}={value:?}: no line naming the variable and the value; output:\n{}",
+                side.as_str(),
+                all.trim()
+            ));
+        } else if out.elapsed > Duration::from_secs(10) {
+            problems.push(format!(
+                "{} took {:?} to reject {var}={value:?}",
+                side.as_str(),
+                out.elapsed
+            ));
+        }
+    }
+    ensure!(problems.is_empty(), "{}", problems.join("\n"));
+    Ok(())
+}
+
+/// Contracts JSON, compose files, .env.e2e.example files and each service's
+/// `--print-env-contract` name the same variables with the same defaults.
+fn test_env_contracts_agree_with_compose_and_services() -> anyhow::Result<()> {
+    let s = suite();
+    let root = repo_root();
+    let mut problems = Vec::new();
+    for (side, app, svc, fixed) in [
+        (
+            Side::Sts,
+            "sts-service",
+            "sts-service",
+            &[
+                "STS_PORT",
+                "HOST",
+                "LOG_LEVEL",
+                "ASR_MODEL",
+                "TRANSLATION_PROVIDER",
+                "TTS_PROVIDER",
+                "TTS_MODEL",
+                "DEVICE",
+                "MAX_INFLIGHT",
+                "PROCESSING_TIMEOUT",
+            ][..],
+        ),
+        (
+            Side::Media,
+            "media-service",
+            "media-service",
+            &[
+                "MEDIAMTX_HOST",
+                "MEDIAMTX_RTSP_PORT",
+                "MEDIAMTX_RTMP_PORT",
+                "MEDIAMTX_API_PORT",
+                "MEDIA_SERVICE_PORT",
+                "STS_SERVICE_URL",
+                "LOG_LEVEL",
+                "SEGMENT_DIR",
+            ][..],
+        ),
+    ] {
+        let contract_path = root.join(format!(
+            "specs/019-dual-docker-e2e-infrastructure/contracts/{app}-env.json"
+        ));
+        let contract = ContractFile::load(&contract_path)?;
+        let by_name = contract.by_name();
+        for f in fixed {
+            if !by_name.contains_key(f) {
+                problems.push(format!(
+                    "{}: ARCHITECTURE §3 variable {f} missing",
+                    contract_path.display()
+                ));
+            }
+        }
+        // The service's own parser.
+        let out = Pair::run_once(
+            &s.settings,
+            side,
+            &[],
+            &["--print-env-contract"],
+            Duration::from_secs(30),
+        )?;
+        if out.code != Some(0) {
+            problems.push(format!(
+                "{app} --print-env-contract exited {:?}: {}",
+                out.code,
+                out.stderr.trim()
+            ));
+        } else {
+            let printed =
+                contract::parse_printed_contract(&out.stdout).map_err(|e| anyhow!("{app}: {e}"))?;
+            let printed_names: BTreeSet<&str> = printed.iter().map(|v| v.name.as_str()).collect();
+            let contract_names: BTreeSet<&str> = by_name.keys().copied().collect();
+            for missing in printed_names.difference(&contract_names) {
+                problems.push(format!(
+                    "{app} reads {missing}, which {} does not document",
+                    contract_path.display()
+                ));
+            }
+            for extra in contract_names.difference(&printed_names) {
+                problems.push(format!(
+                    "{} documents {extra}, which {app} does not read",
+                    contract_path.display()
+                ));
+            }
+            for v in &printed {
+                if let Some(c) = by_name.get(v.name.as_str()) {
+                    if c.default != v.default {
+                        problems.push(format!(
+                            "{app} {}: default {:?} in the service, {:?} in the contract",
+                            v.name, v.default, c.default
+                        ));
+                    }
+                }
+            }
+        }
+        // The compose file passes only documented variables.
+        let compose_path = root.join(format!("apps/{app}/docker-compose.e2e.yml"));
+        let env = contract::compose_environment(&compose_path, svc)?;
+        for k in env.keys() {
+            if !by_name.contains_key(k.as_str()) {
+                problems.push(format!(
+                    "{}: {svc} gets {k}, which the contract does not document",
+                    compose_path.display()
+                ));
+            }
+        }
+        let interpolated = contract::compose_interpolations(&compose_path)?;
+        let compose_vars: BTreeSet<&str> = contract
+            .compose_variables
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect();
+        for k in &interpolated {
+            if !by_name.contains_key(k.as_str()) && !compose_vars.contains(k.as_str()) {
+                problems.push(format!(
+                    "{}: interpolates ${{{k}}}, documented nowhere in the contract",
+                    compose_path.display()
+                ));
+            }
+        }
+        let example = root.join(format!("apps/{app}/.env.e2e.example"));
+        for (k, _) in contract::dotenv(&example)? {
+            if !by_name.contains_key(k.as_str()) && !compose_vars.contains(k.as_str()) {
+                problems.push(format!("{}: {k} is not in the contract", example.display()));
+            }
+        }
+    }
+    ensure!(problems.is_empty(), "{}", problems.join("\n"));
+    Ok(())
+}
+
+/// Both compose files are valid and have what the e2e setup relies on.
+fn test_compose_files_validate() -> anyhow::Result<()> {
+    let root = repo_root();
+    let mut problems = Vec::new();
+    let media = root.join("apps/media-service/docker-compose.e2e.yml");
+    let sts = root.join("apps/sts-service/docker-compose.e2e.yml");
+    for f in [&media, &sts] {
+        match contract::validate_compose_file(f) {
+            Ok(Some(_)) => {}
+            Ok(None) => eprintln!("[e2e] note: neither docker-compose nor docker compose is installed; structure checked only"),
+            Err(e) => problems.push(e.to_string()),
+        }
+        let doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(f)?)?;
+        let services = doc["services"]
+            .as_mapping()
+            .ok_or_else(|| anyhow!("{}: no services", f.display()))?;
+        for (name, svc) in services {
+            let name = name.as_str().unwrap_or("?");
+            let hc = &svc["healthcheck"];
+            if hc.is_null() {
+                problems.push(format!("{}: {name} has no healthcheck", f.display()));
+            } else if hc["interval"].is_null() {
+                problems.push(format!("{}: {name}'s healthcheck has no explicit interval (the 30 s default delays start-up)", f.display()));
+            }
+        }
+    }
+    let doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&media)?)?;
+    let ms = &doc["services"]["media-service"];
+    let hosts = serde_yaml::to_string(&ms["extra_hosts"])?;
+    if !hosts.contains("host.docker.internal") || !hosts.contains("host-gateway") {
+        problems.push("media-service lacks extra_hosts host.docker.internal:host-gateway".into());
+    }
+    let deps = serde_yaml::to_string(&ms["depends_on"])?;
+    if !deps.contains("mediamtx") || !deps.contains("service_healthy") {
+        problems.push("media-service must depend on mediamtx being service_healthy".into());
+    }
+    let mtx = serde_yaml::to_string(&doc["services"]["mediamtx"])?;
+    if !mtx.contains("bluenviron/mediamtx") || !mtx.contains("/v3/paths/list") {
+        problems
+            .push("mediamtx must run bluenviron/mediamtx with a /v3/paths/list healthcheck".into());
+    }
+    let sdoc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&sts)?)?;
+    if sdoc["volumes"].as_mapping().is_none_or(|m| m.is_empty()) {
+        problems.push("sts-service composition has no model-cache volume".into());
+    }
+    ensure!(problems.is_empty(), "{}", problems.join("\n"));
+    Ok(())
+}
+
+/// Unit check of the number reader used by the transcript test (runs with the suite so a
+/// broken reader cannot hide a broken STS).
+fn test_number_reader() -> anyhow::Result<()> {
+    let cases: [(&str, &[u32]); 6] = [
+        ("1, 2, 3, 4, 5, 6.", &[1, 2, 3, 4, 5, 6]),
+        ("Twenty-one, twenty two, 23", &[21, 22, 23]),
+        ("Uno, dos, tres, cuatro, cinco, seis.", &[1, 2, 3, 4, 5, 6]),
+        (
+            "veintidós, veintitres, treinta y uno, dieciséis",
+            &[22, 23, 31, 16],
+        ),
+        (
+            "Seven, eight, nine, ten, eleven, twelve",
+            &[7, 8, 9, 10, 11, 12],
+        ),
+        ("no numbers here", &[]),
+    ];
+    for (text, want) in cases {
+        let got = numbers_in(text);
+        ensure!(
+            got == want,
+            "numbers_in({text:?}) = {got:?}, expected {want:?}"
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------
+
+/// Holds `n` of the real-STS stream slots while `fut` runs.
+async fn with_slot<T>(n: u32, fut: impl std::future::Future<Output = T>) -> T {
+    let s = suite();
+    let _permit = s
+        .stream_slots
+        .clone()
+        .acquire_many_owned(n)
+        .await
+        .expect("semaphore open");
+    s.stagger(Duration::from_millis(2500)).await;
+    fut.await
+}
+
+/// Lines of every log of every pair that mention `needle`, plus the tail of each log.
+fn log_context(needle: &str) -> String {
+    let s = suite();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&s.settings.log_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    // Compose logs live in the engine until fetched.
+    if s.settings.backend == BackendKind::Compose {
+        for p in s.pairs.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            files.extend(p.log_files());
+        }
+        files.sort();
+        files.dedup();
+    }
+    files.sort();
+    let mut text = String::new();
+    for f in files {
+        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let own = name.starts_with(needle);
+        let matching = grep_file(&f, needle, 30);
+        if own || !matching.is_empty() {
+            let lines = if own { tail_file(&f, 30) } else { matching };
+            text.push_str(&format!(
+                "---- {} ----\n{}\n",
+                f.display(),
+                lines.join("\n")
+            ));
+        }
+    }
+    for info in [s.main.get(), s.slow.get()].into_iter().flatten().flatten() {
+        for f in &info.log_files {
+            text.push_str(&format!(
+                "---- {} (last 15 lines) ----\n{}\n",
+                f.display(),
+                tail_file(f, 15).join("\n")
+            ));
+        }
+    }
+    text
+}
+
+enum Body {
+    Sync(fn() -> anyhow::Result<()>),
+    Async(fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>),
+}
+
+fn run_body(name: &'static str, body: &Body) -> Result<(), Failed> {
+    let started = Instant::now();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match body {
+        Body::Sync(f) => f(),
+        Body::Async(f) => suite().rt.block_on(f()),
+    }));
+    let err = match outcome {
+        Ok(Ok(())) => {
+            eprintln!(
+                "[e2e] {name} passed in {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        Ok(Err(e)) => format!("{e:#}"),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into());
+            format!("panicked: {msg}")
+        }
+    };
+    let stream = stream_name(name);
+    // The concurrency test uses two names with a common prefix.
+    let needle = if name.contains("concurrent") {
+        stream_name("test_concurrent")
+    } else {
+        stream.clone()
+    };
+    Err(format!(
+        "{err}\n(after {:.1}s; logs in {})\n==== logs mentioning {needle} ====\n{}",
+        started.elapsed().as_secs_f64(),
+        suite().settings.log_dir.display(),
+        log_context(&needle)
+    )
+    .into())
+}
+
+macro_rules! sync_test {
+    ($f:ident) => {
+        (stringify!($f), Body::Sync($f))
+    };
+}
+macro_rules! async_test {
+    ($f:ident) => {
+        (stringify!($f), Body::Async(|| Box::pin($f())))
+    };
+}
+
+fn main() {
+    let mut args = Arguments::from_args();
+    let tests: Vec<(&'static str, Body)> = vec![
+        sync_test!(test_fixture_properties),
+        sync_test!(test_number_reader),
+        sync_test!(test_compose_files_validate),
+        sync_test!(test_env_contracts_agree_with_compose_and_services),
+        sync_test!(test_bad_env_value_fails_fast),
+        async_test!(test_services_can_communicate),
+        async_test!(test_full_pipeline_media_to_sts_to_output),
+        async_test!(test_sts_processes_real_audio),
+        async_test!(test_output_stream_is_playable),
+        async_test!(test_output_av_sync_within_120ms),
+        async_test!(test_output_audio_fingerprints_dubbed_vs_fallback),
+        async_test!(test_fallback_when_sts_slower_than_deadline),
+        async_test!(test_two_concurrent_streams_do_not_interfere),
+        async_test!(test_media_service_compose_starts),
+        async_test!(test_env_config_overrides),
+    ];
+    if args.list {
+        let trials = tests
+            .into_iter()
+            .map(|(n, _)| Trial::test(n, || Ok(())))
+            .collect();
+        libtest_mimic::run(&args, trials).exit();
+    }
+    // Tests mostly wait on real-time streams: run them all at once; the stream slots
+    // bound the load on the real STS.
+    if args.test_threads.is_none() {
+        args.test_threads = Some(tests.len());
+    }
+    let settings =
+        match Settings::from_env(&repo_root()).and_then(|s| s.check_prerequisites().map(|_| s)) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                eprintln!("[e2e] cannot run the suite: {e:#}");
+                std::process::exit(2);
+            }
+        };
+    let slots: usize = std::env::var("E2E_STREAM_SLOTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    eprintln!(
+        "[e2e] run {} on the {} backend; logs in {} ({} concurrent real-STS streams)",
+        settings.run_id,
+        settings.backend.as_str(),
+        settings.log_dir.display(),
+        slots
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let _ = SUITE.set(Suite {
+        settings: settings.clone(),
+        rt,
+        stream_slots: Arc::new(tokio::sync::Semaphore::new(slots.max(2))),
+        last_publish: tokio::sync::Mutex::new(None),
+        main: OnceLock::new(),
+        slow: OnceLock::new(),
+        pairs: Mutex::new(Vec::new()),
+    });
+    install_interrupt_handler();
+    let started = Instant::now();
+    let trials = tests
+        .into_iter()
+        .map(|(name, body)| Trial::test(name, move || run_body(name, &body)))
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    suite().teardown();
+    eprintln!(
+        "[e2e] run {} finished in {:.1}s; logs kept in {}",
+        settings.run_id,
+        started.elapsed().as_secs_f64(),
+        settings.log_dir.display()
+    );
+    conclusion.exit();
+}
