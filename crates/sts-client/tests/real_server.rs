@@ -1,0 +1,171 @@
+//! The client against the real sts-service (echo mode): init, fragments with acks,
+//! processed events, monitor:subscribe, auth, and reconnection after the server restarts.
+//! Binary: STS_SERVICE_BIN (default $CARGO_TARGET_DIR/debug/sts-service).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sts_client::{AckError, ClientEvent, ConnectError, StsClient, StsClientConfig};
+use sts_protocol::{AudioFormat, AudioPayload, FragmentData, StreamInit, StreamInitAck};
+use tokio::sync::mpsc;
+
+fn sts_bin() -> PathBuf {
+    let default = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/livedub/target"))
+        .join("debug/sts-service");
+    let p = std::env::var_os("STS_SERVICE_BIN").map(PathBuf::from).unwrap_or(default);
+    assert!(p.is_file(), "STS_SERVICE_BIN: {} not found; build it with `cargo build -p sts-service`", p.display());
+    p
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn start_server(port: u16, token: Option<&str>) -> Server {
+    let mut cmd = Command::new(sts_bin());
+    cmd.env("STS_MODE", "echo").env("STS_PORT", port.to_string()).env("HOST", "127.0.0.1").env("LOG_LEVEL", "WARN");
+    if let Some(t) = token {
+        cmd.env("STS_AUTH_TOKEN", t);
+    }
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start sts-service");
+    for _ in 0..150 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Server(child);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("sts-service did not listen on {port}");
+}
+
+fn init(stream: &str) -> StreamInit {
+    StreamInit {
+        stream_id: stream.into(),
+        source_language: "en".into(),
+        target_language: "es".into(),
+        voice: None,
+        fragment_duration_ms: 1000,
+        audio: AudioFormat::pcm_s16le(16_000, 1),
+    }
+}
+
+fn fragment(stream: &str, seq: u64) -> FragmentData {
+    let samples: Vec<i16> = (0..16_000).map(|i| ((i % 100) as i16 - 50) * 100).collect();
+    FragmentData {
+        fragment_id: format!("{stream}-{seq}"),
+        stream_id: stream.into(),
+        sequence_number: seq,
+        pts_ms: seq as i64 * 1000,
+        duration_ms: 1000,
+        audio: AudioPayload::from_samples(&AudioFormat::pcm_s16le(16_000, 1), &samples),
+    }
+}
+
+fn cfg(port: u16) -> StsClientConfig {
+    let mut c = StsClientConfig::new(format!("http://127.0.0.1:{port}"));
+    c.reconnect_min = Duration::from_millis(200);
+    c.reconnect_max = Duration::from_millis(1000);
+    c
+}
+
+async fn next_matching(rx: &mut mpsc::Receiver<ClientEvent>, what: &str, mut f: impl FnMut(&ClientEvent) -> bool) -> ClientEvent {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(ev)) if f(&ev) => return ev,
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("event channel closed while waiting for {what}"),
+            Err(_) => panic!("timed out waiting for {what}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_send_receive_and_monitor() {
+    let port = free_port();
+    let _srv = start_server(port, None).await;
+    let (client, mut rx) = StsClient::connect(cfg(port)).await.expect("connects");
+    next_matching(&mut rx, "Connected", |e| matches!(e, ClientEvent::Connected { generation: 1 })).await;
+    let (monitor, mut mrx) = StsClient::connect(cfg(port)).await.expect("monitor connects");
+    match client.init_stream(&init("c1")).await.expect("init ok") {
+        StreamInitAck::Ready { max_inflight, protocol_version, .. } => {
+            assert!(max_inflight >= 1);
+            assert_eq!(protocol_version, sts_protocol::PROTOCOL_VERSION);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    monitor.subscribe_monitor("c1").await.expect("subscribe");
+    client.send_fragment(&fragment("c1", 0)).await.expect("accepted");
+    let ev = next_matching(&mut rx, "fragment:processed", |e| matches!(e, ClientEvent::Processed(_))).await;
+    let ClientEvent::Processed(p) = ev else { unreachable!() };
+    assert_eq!(p.sequence_number, 0);
+    assert_eq!(p.dubbed_audio.as_ref().unwrap().sample_rate_hz, 16_000);
+    // The monitor receives a copy.
+    let ev = next_matching(&mut mrx, "monitor copy", |e| matches!(e, ClientEvent::Processed(_))).await;
+    let ClientEvent::Processed(p) = ev else { unreachable!() };
+    assert_eq!(p.stream_id, "c1");
+    // A fragment for an unknown stream is rejected with a reason, and the connection lives on.
+    let err = client.send_fragment(&fragment("nope", 0)).await.unwrap_err();
+    assert!(matches!(err, AckError::Rejected { .. }), "{err}");
+    client.send_fragment(&fragment("c1", 1)).await.expect("still usable");
+    client.end_stream("c1").await.expect("end");
+    next_matching(&mut rx, "stream:complete", |e| matches!(e, ClientEvent::Complete(_))).await;
+    client.close().await;
+    monitor.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_token_is_sent_and_a_wrong_one_is_refused() {
+    let port = free_port();
+    let _srv = start_server(port, Some("s3cret")).await;
+    let mut bad = cfg(port);
+    bad.auth_token = Some("wrong".into());
+    let err = StsClient::connect(bad).await.err().expect("refused");
+    assert!(matches!(err, ConnectError::Refused { .. }), "{err}");
+    let mut good = cfg(port);
+    good.auth_token = Some("s3cret".into());
+    let (client, _rx) = StsClient::connect(good).await.expect("token accepted");
+    client.init_stream(&init("auth1")).await.expect("init");
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_after_the_server_restarts() {
+    let port = free_port();
+    // Started before the server: the background loop keeps trying.
+    let (client, mut rx) = StsClient::spawn(cfg(port));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!client.is_connected());
+    let srv = start_server(port, None).await;
+    next_matching(&mut rx, "first connection", |e| matches!(e, ClientEvent::Connected { .. })).await;
+    client.init_stream(&init("r1")).await.expect("init");
+    client.send_fragment(&fragment("r1", 0)).await.expect("accepted");
+    next_matching(&mut rx, "processed before restart", |e| matches!(e, ClientEvent::Processed(_))).await;
+
+    drop(srv); // kill -9
+    next_matching(&mut rx, "Disconnected", |e| matches!(e, ClientEvent::Disconnected { .. })).await;
+    assert!(!client.is_connected());
+    assert!(matches!(client.send_fragment(&fragment("r1", 1)).await, Err(AckError::NotConnected)));
+
+    let _srv2 = start_server(port, None).await;
+    let ev = next_matching(&mut rx, "reconnection", |e| matches!(e, ClientEvent::Connected { .. })).await;
+    let ClientEvent::Connected { generation } = ev else { unreachable!() };
+    assert!(generation >= 2, "generation {generation}");
+    client.init_stream(&init("r1")).await.expect("init after restart");
+    client.send_fragment(&fragment("r1", 2)).await.expect("accepted after restart");
+    let ev = next_matching(&mut rx, "processed after restart", |e| matches!(e, ClientEvent::Processed(_))).await;
+    let ClientEvent::Processed(p) = ev else { unreachable!() };
+    assert_eq!(p.sequence_number, 2);
+    client.close().await;
+}
