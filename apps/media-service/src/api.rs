@@ -41,7 +41,14 @@ async fn health(State(s): State<AppState>) -> Response {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn list(State(s): State<AppState>) -> Response {
@@ -55,7 +62,10 @@ async fn one(State(s): State<AppState>, Path(name): Path<String>) -> Response {
     }
 }
 
-async fn create(State(s): State<AppState>, body: Result<Json<StreamRequest>, axum::extract::rejection::JsonRejection>) -> Response {
+async fn create(
+    State(s): State<AppState>,
+    body: Result<Json<StreamRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
     let Json(req) = match body {
         Ok(b) => b,
         Err(e) => {

@@ -57,7 +57,9 @@ fn bitrate(s: &str) -> Result<i32, String> {
 fn language(s: &str) -> Result<String, String> {
     let t = s.trim();
     let ok = (2..=3).contains(&t.len()) && t.chars().all(|c| c.is_ascii_lowercase())
-        || t.len() == 5 && t.as_bytes()[2] == b'-' && t[..2].chars().all(|c| c.is_ascii_lowercase());
+        || t.len() == 5
+            && t.as_bytes()[2] == b'-'
+            && t[..2].chars().all(|c| c.is_ascii_lowercase());
     if ok {
         Ok(t.to_string())
     } else {
@@ -76,7 +78,9 @@ fn host(s: &str) -> Result<String, String> {
 
 fn http_url(s: &str) -> Result<String, String> {
     let t = s.trim().trim_end_matches('/');
-    let rest = t.strip_prefix("http://").or_else(|| t.strip_prefix("https://"));
+    let rest = t
+        .strip_prefix("http://")
+        .or_else(|| t.strip_prefix("https://"));
     match rest {
         Some(r) if !r.is_empty() && !r.contains(' ') => Ok(t.to_string()),
         _ => Err("expected an http:// or https:// URL such as http://127.0.0.1:3000".into()),
@@ -88,7 +92,11 @@ fn log_level(s: &str) -> Result<String, String> {
     let lower = t.to_ascii_lowercase();
     let simple = ["trace", "debug", "info", "warn", "warning", "error"];
     if simple.contains(&lower.as_str()) {
-        return Ok(if lower == "warning" { "warn".into() } else { lower });
+        return Ok(if lower == "warning" {
+            "warn".into()
+        } else {
+            lower
+        });
     }
     // Anything else must look like a filter directive (`target=level`), so that a typo such
     // as `LOUD` is not silently taken as a target name.
@@ -139,7 +147,12 @@ pub struct Settings {
     #[arg(long, env = "LOG_LEVEL", default_value = "INFO", value_parser = log_level, global = true)]
     pub log_level: String,
     /// Per-stream fragment artifacts: original/dubbed WAV and fragments.jsonl under <dir>/<stream>/.
-    #[arg(long, env = "SEGMENT_DIR", default_value = "/tmp/segments", global = true)]
+    #[arg(
+        long,
+        env = "SEGMENT_DIR",
+        default_value = "/tmp/segments",
+        global = true
+    )]
     pub segment_dir: PathBuf,
     /// Write per-fragment artifacts to SEGMENT_DIR.
     #[arg(long, env = "SEGMENT_ARTIFACTS", default_value = "true", value_parser = boolean, action = clap::ArgAction::Set, global = true)]
@@ -194,7 +207,8 @@ pub struct Settings {
 impl Settings {
     /// OUTPUT_DELAY_MS, or its default F + budget + margin.
     pub fn output_delay_ms(&self) -> u32 {
-        self.output_delay_ms.unwrap_or(self.fragment_duration_ms + self.sts_budget_ms + self.deadline_margin_ms)
+        self.output_delay_ms
+            .unwrap_or(self.fragment_duration_ms + self.sts_budget_ms + self.deadline_margin_ms)
     }
 
     /// Cross-field checks; the error names the variables and what is accepted.
@@ -207,14 +221,18 @@ impl Settings {
             ));
         }
         if self.retry_min_ms > self.retry_max_ms {
-            return Err(format!("invalid RETRY_MIN_MS={}: must not exceed RETRY_MAX_MS={}", self.retry_min_ms, self.retry_max_ms));
+            return Err(format!(
+                "invalid RETRY_MIN_MS={}: must not exceed RETRY_MAX_MS={}",
+                self.retry_min_ms, self.retry_max_ms
+            ));
         }
         Ok(())
     }
 
     /// The STS budget the delay actually leaves: D - F - margin.
     pub fn effective_sts_budget_ms(&self) -> u32 {
-        self.output_delay_ms().saturating_sub(self.fragment_duration_ms + self.deadline_margin_ms)
+        self.output_delay_ms()
+            .saturating_sub(self.fragment_duration_ms + self.deadline_margin_ms)
     }
 }
 
@@ -253,7 +271,11 @@ pub enum Command {
 
 /// The command line.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "media-service", version, about = "livedub media-service: live stream in, dubbed stream out")]
+#[command(
+    name = "media-service",
+    version,
+    about = "livedub media-service: live stream in, dubbed stream out"
+)]
 pub struct Cli {
     /// Print the environment contract as JSON ([{name, default, meaning}]) and exit.
     #[arg(long)]
@@ -283,10 +305,22 @@ pub fn env_contract() -> Vec<EnvEntry> {
     cmd.get_arguments()
         .filter_map(|a| {
             let name = a.get_env()?.to_string_lossy().to_string();
-            let defaults: Vec<String> = a.get_default_values().iter().map(|v| v.to_string_lossy().to_string()).collect();
-            let default = if defaults.is_empty() { None } else { Some(defaults.join(",")) };
+            let defaults: Vec<String> = a
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().to_string())
+                .collect();
+            let default = if defaults.is_empty() {
+                None
+            } else {
+                Some(defaults.join(","))
+            };
             let meaning = a.get_help().map(|h| h.to_string()).unwrap_or_default();
-            Some(EnvEntry { name, default, meaning })
+            Some(EnvEntry {
+                name,
+                default,
+                meaning,
+            })
         })
         .collect()
 }
@@ -303,23 +337,35 @@ pub fn one_line_error(err: &clap::Error) -> String {
         _ => None,
     });
     if let (Some(arg), Some(value)) = (arg, value) {
-        let long = arg.split_whitespace().next().unwrap_or("").trim_start_matches("--").to_string();
+        let long = arg
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("--")
+            .to_string();
         let cmd = Cli::command();
         let env = cmd
             .get_arguments()
             .find(|a| a.get_long() == Some(long.as_str()))
             .and_then(|a| a.get_env().map(|e| e.to_string_lossy().to_string()));
-        let reason = std::error::Error::source(err).map(|s| s.to_string()).unwrap_or_else(|| {
-            err.get(ContextKind::ValidValue)
-                .map(|v| format!("expected one of {v}"))
-                .unwrap_or_else(|| "not accepted".into())
-        });
+        let reason = std::error::Error::source(err)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| {
+                err.get(ContextKind::ValidValue)
+                    .map(|v| format!("expected one of {v}"))
+                    .unwrap_or_else(|| "not accepted".into())
+            });
         return match env {
             Some(env) => format!("invalid {env}='{value}' (--{long}): {reason}"),
             None => format!("invalid value '{value}' for --{long}: {reason}"),
         };
     }
-    err.to_string().lines().next().unwrap_or("invalid command line").trim_start_matches("error: ").to_string()
+    err.to_string()
+        .lines()
+        .next()
+        .unwrap_or("invalid command line")
+        .trim_start_matches("error: ")
+        .to_string()
 }
 
 #[cfg(test)]
@@ -334,7 +380,15 @@ mod tests {
     fn defaults_follow_the_contract() {
         let c = parse(&[]).unwrap();
         let s = &c.settings;
-        assert_eq!((s.mediamtx_rtsp_port, s.mediamtx_rtmp_port, s.mediamtx_api_port, s.media_service_port), (8554, 1935, 9997, 8080));
+        assert_eq!(
+            (
+                s.mediamtx_rtsp_port,
+                s.mediamtx_rtmp_port,
+                s.mediamtx_api_port,
+                s.media_service_port
+            ),
+            (8554, 1935, 9997, 8080)
+        );
         assert_eq!(s.fragment_duration_ms, 6000);
         assert_eq!(s.output_delay_ms(), 6000 + 2500 + 500);
         assert_eq!(s.effective_sts_budget_ms(), 2500);
@@ -347,7 +401,11 @@ mod tests {
         let line = one_line_error(&e);
         assert_eq!(line, "invalid FRAGMENT_DURATION_MS='abc' (--fragment-duration-ms): expected an integer from 1000 to 30000 (milliseconds)");
         let e = parse(&["--discovery", "maybe"]).unwrap_err();
-        assert!(one_line_error(&e).starts_with("invalid DISCOVERY='maybe'"), "{}", one_line_error(&e));
+        assert!(
+            one_line_error(&e).starts_with("invalid DISCOVERY='maybe'"),
+            "{}",
+            one_line_error(&e)
+        );
         let e = parse(&["--sts-service-url", "localhost:3000"]).unwrap_err();
         assert!(one_line_error(&e).contains("http://"));
     }
@@ -356,13 +414,20 @@ mod tests {
     fn delay_shorter_than_fragment_is_refused() {
         let c = parse(&["--output-delay-ms", "5000"]).unwrap();
         let e = c.settings.validate().unwrap_err();
-        assert!(e.contains("OUTPUT_DELAY_MS=5000") && e.contains("6600"), "{e}");
+        assert!(
+            e.contains("OUTPUT_DELAY_MS=5000") && e.contains("6600"),
+            "{e}"
+        );
     }
 
     #[test]
     fn env_contract_lists_every_variable_with_defaults() {
         let c = env_contract();
-        let get = |n: &str| c.iter().find(|e| e.name == n).unwrap_or_else(|| panic!("{n} missing"));
+        let get = |n: &str| {
+            c.iter()
+                .find(|e| e.name == n)
+                .unwrap_or_else(|| panic!("{n} missing"))
+        };
         assert_eq!(get("MEDIAMTX_RTSP_PORT").default.as_deref(), Some("8554"));
         assert_eq!(get("MEDIA_SERVICE_PORT").default.as_deref(), Some("8080"));
         assert_eq!(get("SEGMENT_DIR").default.as_deref(), Some("/tmp/segments"));

@@ -44,24 +44,48 @@ pub struct Report {
 }
 
 fn default_name(output: &str) -> String {
-    let stem = std::path::Path::new(output).file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-    let cleaned: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).take(40).collect();
+    let stem = std::path::Path::new(output)
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let cleaned: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
     let n = format!("dub-{cleaned}-{}", std::process::id());
-    if valid_name(&n) { n } else { format!("dub-{}", std::process::id()) }
+    if valid_name(&n) {
+        n
+    } else {
+        format!("dub-{}", std::process::id())
+    }
 }
 
 /// Runs the dub subcommand; returns the process exit code.
-pub async fn run(settings: Settings, args: DubArgs, shutdown: CancellationToken) -> anyhow::Result<i32> {
+pub async fn run(
+    settings: Settings,
+    args: DubArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<i32> {
     let uri = input_uri(&args.input).map_err(anyhow::Error::msg)?;
     let output = OutputTarget::parse(&args.output).map_err(anyhow::Error::msg)?;
     if let OutputTarget::File { path, .. } = &output {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating the output directory {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the output directory {}", dir.display()))?;
         }
     }
     let report_path: Option<PathBuf> = match (&args.report, &output) {
         (Some(r), _) => Some(r.clone()),
-        (None, OutputTarget::File { path, .. }) => Some(PathBuf::from(format!("{}.report.json", path.display()))),
+        (None, OutputTarget::File { path, .. }) => {
+            Some(PathBuf::from(format!("{}.report.json", path.display())))
+        }
         (None, OutputTarget::Rtmp { .. }) => None,
     };
     let name = match &args.name {
@@ -71,7 +95,8 @@ pub async fn run(settings: Settings, args: DubArgs, shutdown: CancellationToken)
     };
     let cfg = worker_config(&settings, &name, uri.clone(), output.clone());
     let metrics = Arc::new(Metrics::new());
-    let (dubber, events) = StsDubber::start(sts_client_config(&settings), stream_init(&settings, &name));
+    let (dubber, events) =
+        StsDubber::start(sts_client_config(&settings), stream_init(&settings, &name));
 
     eprintln!(
         "dubbing {} -> {} ({} -> {}, fragments of {} ms, output delay {} ms, real time)",
@@ -104,15 +129,39 @@ pub async fn run(settings: Settings, args: DubArgs, shutdown: CancellationToken)
     let rec2 = records.clone();
     let hook: FragmentHook = Arc::new(move |r: &FragmentRecord| {
         let shown = match r.status {
-            Outcome::Processed => format!("dubbed   \"{}\" -> \"{}\"", r.transcript.trim(), r.translation.trim()),
-            _ => format!("{:<8} ({})", r.status.as_str(), r.reason.clone().unwrap_or_default()),
+            Outcome::Processed => format!(
+                "dubbed   \"{}\" -> \"{}\"",
+                r.transcript.trim(),
+                r.translation.trim()
+            ),
+            _ => format!(
+                "{:<8} ({})",
+                r.status.as_str(),
+                r.reason.clone().unwrap_or_default()
+            ),
         };
-        eprintln!("[{:>6.1}s +{:>4.1}s] fragment {:>3}: {shown}", r.pts_ms as f64 / 1000.0, r.duration_ms as f64 / 1000.0, r.sequence);
-        rec2.lock().unwrap_or_else(|p| p.into_inner()).push(r.clone());
+        eprintln!(
+            "[{:>6.1}s +{:>4.1}s] fragment {:>3}: {shown}",
+            r.pts_ms as f64 / 1000.0,
+            r.duration_ms as f64 / 1000.0,
+            r.sequence
+        );
+        rec2.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(r.clone());
     });
     let status: StatusCell = Arc::default();
     let t0 = Instant::now();
-    let result = worker::run_worker(cfg.clone(), dubber.clone(), events, metrics, status.clone(), shutdown.clone(), Some(hook)).await;
+    let result = worker::run_worker(
+        cfg.clone(),
+        dubber.clone(),
+        events,
+        metrics,
+        status.clone(),
+        shutdown.clone(),
+        Some(hook),
+    )
+    .await;
     dubber.shutdown().await;
     let fragments = std::mem::take(&mut *records.lock().unwrap_or_else(|p| p.into_inner()));
     let count = |o: Outcome| fragments.iter().filter(|r| r.status == o).count() as u64;
@@ -142,7 +191,9 @@ pub async fn run(settings: Settings, args: DubArgs, shutdown: CancellationToken)
                 report.fallback,
                 report.failed,
                 output.describe(),
-                report_path.map(|p| format!(" (report {})", p.display())).unwrap_or_default()
+                report_path
+                    .map(|p| format!(" (report {})", p.display()))
+                    .unwrap_or_default()
             );
             Ok(0)
         }

@@ -111,7 +111,8 @@ impl Fragmenter {
 
     /// Running time where the current (unfinished) fragment starts.
     fn current_start_ns(&self) -> u64 {
-        let frames_before = self.frames_total - (self.current.len() / INTERNAL_CHANNELS as usize) as u64;
+        let frames_before =
+            self.frames_total - (self.current.len() / INTERNAL_CHANNELS as usize) as u64;
         self.origin_ns + frames_to_ns(frames_before)
     }
 

@@ -15,7 +15,14 @@ use tracing::{info, warn};
 fn main() {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
-        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => e.exit(),
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            e.exit()
+        }
         Err(e) => {
             eprintln!("media-service: {}", config::one_line_error(&e));
             std::process::exit(2);
@@ -35,8 +42,12 @@ fn main() {
         eprintln!("media-service: {e}");
         std::process::exit(2);
     }
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.settings.log_level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.settings.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     if let Err(e) = gstreamer::init() {
         eprintln!("media-service: GStreamer failed to initialise: {e}");
         std::process::exit(1);
@@ -66,13 +77,14 @@ fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, "cannot listen for SIGTERM");
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
             _ = term.recv() => info!("SIGTERM: shutting down"),
@@ -90,8 +102,13 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Serve => {
             let metrics = Arc::new(Metrics::new());
             let manager = Manager::new(settings.clone(), metrics.clone(), shutdown.clone());
-            let addr = format!("{}:{}", settings.media_service_host, settings.media_service_port);
-            let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding MEDIA_SERVICE_PORT on {addr}"))?;
+            let addr = format!(
+                "{}:{}",
+                settings.media_service_host, settings.media_service_port
+            );
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("binding MEDIA_SERVICE_PORT on {addr}"))?;
             info!(
                 %addr,
                 sts = %settings.sts_service_url,
@@ -104,9 +121,15 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             if settings.discovery {
                 tokio::spawn(manager.clone().discovery_loop());
             }
-            let app = router(AppState { manager: manager.clone(), metrics });
+            let app = router(AppState {
+                manager: manager.clone(),
+                metrics,
+            });
             let sd = shutdown.clone();
-            axum::serve(listener, app).with_graceful_shutdown(async move { sd.cancelled().await }).await.context("HTTP server")?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { sd.cancelled().await })
+                .await
+                .context("HTTP server")?;
             manager.stop_all().await;
             info!("all workers stopped; bye");
             Ok(0)

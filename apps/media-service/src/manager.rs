@@ -91,13 +91,26 @@ pub struct Manager {
 
 /// Valid stream names.
 pub fn valid_name(n: &str) -> bool {
-    !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) && !n.starts_with('.')
+    !n.is_empty()
+        && n.len() <= 64
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !n.starts_with('.')
 }
 
 impl Manager {
     /// A registry using `settings` for every worker.
-    pub fn new(settings: Settings, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Arc<Self> {
-        Arc::new(Self { settings, metrics, streams: Mutex::new(BTreeMap::new()), shutdown })
+    pub fn new(
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            settings,
+            metrics,
+            streams: Mutex::new(BTreeMap::new()),
+            shutdown,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
@@ -108,12 +121,20 @@ impl Manager {
     pub fn list(&self) -> Vec<StreamView> {
         self.lock()
             .iter()
-            .map(|(n, e)| StreamView { name: n.clone(), origin: e.origin, status: e.status.lock().unwrap_or_else(|p| p.into_inner()).clone() })
+            .map(|(n, e)| StreamView {
+                name: n.clone(),
+                origin: e.origin,
+                status: e.status.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            })
             .collect()
     }
 
     /// Starts a supervised worker for `req`.
-    pub fn start(self: &Arc<Self>, req: StreamRequest, origin: Origin) -> Result<StreamView, ManagerError> {
+    pub fn start(
+        self: &Arc<Self>,
+        req: StreamRequest,
+        origin: Origin,
+    ) -> Result<StreamView, ManagerError> {
         if self.shutdown.is_cancelled() {
             return Err(ManagerError::ShuttingDown);
         }
@@ -122,8 +143,13 @@ impl Manager {
         }
         let s = &self.settings;
         let input = match &req.input {
-            Some(i) => crate::pipeline::input_uri(i).map_err(|e| ManagerError::Target(e.to_string()))?,
-            None => format!("rtsp://{}:{}/live/{}/in", s.mediamtx_host, s.mediamtx_rtsp_port, req.name),
+            Some(i) => {
+                crate::pipeline::input_uri(i).map_err(|e| ManagerError::Target(e.to_string()))?
+            }
+            None => format!(
+                "rtsp://{}:{}/live/{}/in",
+                s.mediamtx_host, s.mediamtx_rtsp_port, req.name
+            ),
         };
         let output = match &req.output {
             Some(o) => OutputTarget::parse(o).map_err(|e| ManagerError::Target(e.to_string()))?,
@@ -140,20 +166,43 @@ impl Manager {
                 return Err(ManagerError::Exists(req.name));
             }
         }
-        let status: StatusCell = Arc::new(Mutex::new(WorkerStatus { state: "starting".into(), input: input.clone(), output: output.describe(), ..Default::default() }));
+        let status: StatusCell = Arc::new(Mutex::new(WorkerStatus {
+            state: "starting".into(),
+            input: input.clone(),
+            output: output.describe(),
+            ..Default::default()
+        }));
         let cancel = self.shutdown.child_token();
         let wcfg = worker_config(s, &req.name, input, output);
         let me = self.clone();
-        let task = tokio::spawn(me.clone().supervise(wcfg, origin, status.clone(), cancel.clone()));
-        map.insert(req.name.clone(), Entry { origin, status: status.clone(), cancel, task });
+        let task = tokio::spawn(
+            me.clone()
+                .supervise(wcfg, origin, status.clone(), cancel.clone()),
+        );
+        map.insert(
+            req.name.clone(),
+            Entry {
+                origin,
+                status: status.clone(),
+                cancel,
+                task,
+            },
+        );
         info!(stream = %req.name, ?origin, "stream added");
-        let view = StreamView { name: req.name, origin, status: status.lock().unwrap_or_else(|p| p.into_inner()).clone() };
+        let view = StreamView {
+            name: req.name,
+            origin,
+            status: status.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        };
         Ok(view)
     }
 
     /// Stops and removes a stream.
     pub async fn stop(&self, name: &str) -> Result<(), ManagerError> {
-        let entry = self.lock().remove(name).ok_or_else(|| ManagerError::NotFound(name.into()))?;
+        let entry = self
+            .lock()
+            .remove(name)
+            .ok_or_else(|| ManagerError::NotFound(name.into()))?;
         entry.cancel.cancel();
         let _ = entry.task.await;
         info!(stream = %name, "stream removed");
@@ -167,7 +216,10 @@ impl Manager {
             e.cancel.cancel();
         }
         for (n, e) in entries {
-            if tokio::time::timeout(Duration::from_secs(10), e.task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(10), e.task)
+                .await
+                .is_err()
+            {
                 warn!(stream = %n, "worker did not stop within 10 s");
             }
         }
@@ -182,7 +234,13 @@ impl Manager {
 
     /// Runs a worker, restarting it with backoff after errors, until its input ends or it
     /// is cancelled.
-    async fn supervise(self: Arc<Self>, cfg: WorkerConfig, origin: Origin, status: StatusCell, cancel: CancellationToken) {
+    async fn supervise(
+        self: Arc<Self>,
+        cfg: WorkerConfig,
+        origin: Origin,
+        status: StatusCell,
+        cancel: CancellationToken,
+    ) {
         let s = &self.settings;
         let name = cfg.name.clone();
         let mut delay = Duration::from_millis(s.retry_min_ms as u64);
@@ -190,7 +248,16 @@ impl Manager {
         let mut restarts = 0u64;
         loop {
             let (dubber, events) = StsDubber::start(sts_client_config(s), stream_init(s, &name));
-            let r = worker::run_worker(cfg.clone(), dubber.clone(), events, self.metrics.clone(), status.clone(), cancel.clone(), None).await;
+            let r = worker::run_worker(
+                cfg.clone(),
+                dubber.clone(),
+                events,
+                self.metrics.clone(),
+                status.clone(),
+                cancel.clone(),
+                None,
+            )
+            .await;
             dubber.shutdown().await;
             match r {
                 Ok(WorkerEnd::Finished) => {
@@ -215,7 +282,9 @@ impl Manager {
                     delay = (delay * 2).min(max);
                     // A discovered stream that vanished from the server is not retried:
                     // discovery will start it again when it is published again.
-                    if origin == Origin::Discovery && !self.path_still_listed(&name).await.unwrap_or(true) {
+                    if origin == Origin::Discovery
+                        && !self.path_still_listed(&name).await.unwrap_or(true)
+                    {
                         info!(stream = %name, "stream no longer on the media server; not retrying");
                         break;
                     }
@@ -265,9 +334,18 @@ impl Manager {
                         if seen.insert(n.clone()) {
                             let exists = self.lock().contains_key(n);
                             if !exists {
-                                match self.start(StreamRequest { name: n.clone(), input: None, output: None }, Origin::Discovery) {
+                                match self.start(
+                                    StreamRequest {
+                                        name: n.clone(),
+                                        input: None,
+                                        output: None,
+                                    },
+                                    Origin::Discovery,
+                                ) {
                                     Ok(_) => info!(stream = %n, "discovered live/{n}/in"),
-                                    Err(e) => warn!(stream = %n, error = %e, "discovered stream not started"),
+                                    Err(e) => {
+                                        warn!(stream = %n, error = %e, "discovered stream not started")
+                                    }
                                 }
                             }
                         }
@@ -307,14 +385,29 @@ fn yes() -> bool {
 
 /// Names `<n>` of ready `live/<n>/in` paths from the MediaMTX-style API.
 pub async fn fetch_paths(s: &Settings) -> Result<HashSet<String>, String> {
-    let url = format!("http://{}:{}/v3/paths/list", s.mediamtx_host, s.mediamtx_api_port);
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().map_err(|e| e.to_string())?;
-    let resp = client.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+    let url = format!(
+        "http://{}:{}/v3/paths/list",
+        s.mediamtx_host, s.mediamtx_api_port
+    );
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let resp = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
     if !resp.status().is_success() {
         return Err(format!("GET {url}: HTTP {}", resp.status()));
     }
-    let list: PathList = resp.json().await.map_err(|e| format!("GET {url}: unexpected body: {e}"))?;
-    Ok(parse_names(list.items.into_iter().filter(|i| i.ready).map(|i| i.name)))
+    let list: PathList = resp
+        .json()
+        .await
+        .map_err(|e| format!("GET {url}: unexpected body: {e}"))?;
+    Ok(parse_names(
+        list.items.into_iter().filter(|i| i.ready).map(|i| i.name),
+    ))
 }
 
 fn parse_names(paths: impl Iterator<Item = String>) -> HashSet<String> {
@@ -327,7 +420,12 @@ fn parse_names(paths: impl Iterator<Item = String>) -> HashSet<String> {
 }
 
 /// Worker settings for a stream.
-pub fn worker_config(s: &Settings, name: &str, input: String, output: OutputTarget) -> WorkerConfig {
+pub fn worker_config(
+    s: &Settings,
+    name: &str,
+    input: String,
+    output: OutputTarget,
+) -> WorkerConfig {
     WorkerConfig {
         name: name.to_string(),
         input_uri: input,
@@ -371,7 +469,16 @@ mod tests {
     #[test]
     fn only_live_in_paths_are_streams() {
         let names = parse_names(
-            ["live/a/in", "live/a/out", "live/b-2/in", "other/c/in", "live/x/y/in", "live/../in"].into_iter().map(String::from),
+            [
+                "live/a/in",
+                "live/a/out",
+                "live/b-2/in",
+                "other/c/in",
+                "live/x/y/in",
+                "live/../in",
+            ]
+            .into_iter()
+            .map(String::from),
         );
         let mut v: Vec<_> = names.into_iter().collect();
         v.sort();

@@ -1,8 +1,8 @@
 //! Prometheus metrics of the media-service (names fixed by ARCHITECTURE §5).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
-    GaugeVec,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// All metrics, registered in one registry.
@@ -46,17 +46,60 @@ impl Metrics {
         )
         .expect("valid metric");
         let sts_roundtrip = Histogram::with_opts(
-            HistogramOpts::new("worker_sts_roundtrip_seconds", "Time from sending a fragment to the STS to receiving its answer")
-                .buckets(vec![0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 10.0, 20.0, 30.0]),
+            HistogramOpts::new(
+                "worker_sts_roundtrip_seconds",
+                "Time from sending a fragment to the STS to receiving its answer",
+            )
+            .buckets(vec![
+                0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 10.0, 20.0, 30.0,
+            ]),
         )
         .expect("valid metric");
-        let inflight = IntGaugeVec::new(Opts::new("worker_sts_inflight", "Fragments sent to the STS and not yet answered"), &["stream"]).expect("valid metric");
-        let active_workers = IntGauge::new("worker_active_workers", "Workers with a running pipeline").expect("valid metric");
-        let sts_reconnects = IntCounterVec::new(Opts::new("worker_sts_reconnects_total", "STS reconnections after the first connection"), &["stream"]).expect("valid metric");
-        let restarts = IntCounterVec::new(Opts::new("worker_restarts_total", "Pipeline restarts after errors"), &["stream"]).expect("valid metric");
-        let late_answers = IntCounterVec::new(Opts::new("worker_late_answers_total", "STS answers dropped because they arrived after the fragment's deadline"), &["stream"]).expect("valid metric");
-        let resync_frames = IntCounterVec::new(Opts::new("worker_resync_frames_total", "Audio frames inserted (gap) or dropped (overlap) to follow input timestamps"), &["stream", "kind"]).expect("valid metric");
-        let output_delay_ms = IntGaugeVec::new(Opts::new("worker_output_delay_ms", "Fixed output delay of the worker"), &["stream"]).expect("valid metric");
+        let inflight = IntGaugeVec::new(
+            Opts::new(
+                "worker_sts_inflight",
+                "Fragments sent to the STS and not yet answered",
+            ),
+            &["stream"],
+        )
+        .expect("valid metric");
+        let active_workers =
+            IntGauge::new("worker_active_workers", "Workers with a running pipeline")
+                .expect("valid metric");
+        let sts_reconnects = IntCounterVec::new(
+            Opts::new(
+                "worker_sts_reconnects_total",
+                "STS reconnections after the first connection",
+            ),
+            &["stream"],
+        )
+        .expect("valid metric");
+        let restarts = IntCounterVec::new(
+            Opts::new("worker_restarts_total", "Pipeline restarts after errors"),
+            &["stream"],
+        )
+        .expect("valid metric");
+        let late_answers = IntCounterVec::new(
+            Opts::new(
+                "worker_late_answers_total",
+                "STS answers dropped because they arrived after the fragment's deadline",
+            ),
+            &["stream"],
+        )
+        .expect("valid metric");
+        let resync_frames = IntCounterVec::new(
+            Opts::new(
+                "worker_resync_frames_total",
+                "Audio frames inserted (gap) or dropped (overlap) to follow input timestamps",
+            ),
+            &["stream", "kind"],
+        )
+        .expect("valid metric");
+        let output_delay_ms = IntGaugeVec::new(
+            Opts::new("worker_output_delay_ms", "Fixed output delay of the worker"),
+            &["stream"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(fragments.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(av_sync_delta_ms.clone()),

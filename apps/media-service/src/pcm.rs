@@ -130,7 +130,12 @@ pub fn fit_len(samples: &mut Vec<i16>, len: usize) -> isize {
 }
 
 /// Writes interleaved S16 PCM as a WAV file.
-pub fn write_wav(path: &Path, samples: &[i16], rate: u32, channels: u16) -> Result<(), hound::Error> {
+pub fn write_wav(
+    path: &Path,
+    samples: &[i16],
+    rate: u32,
+    channels: u16,
+) -> Result<(), hound::Error> {
     let spec = hound::WavSpec {
         channels,
         sample_rate: rate,
@@ -164,7 +169,8 @@ mod tests {
     fn sine48_stereo(freq: f64, frames: usize, amp: f64) -> Vec<i16> {
         (0..frames)
             .flat_map(|i| {
-                let v = (amp * (2.0 * std::f64::consts::PI * freq * i as f64 / 48_000.0).sin()) as i16;
+                let v =
+                    (amp * (2.0 * std::f64::consts::PI * freq * i as f64 / 48_000.0).sin()) as i16;
                 [v, v]
             })
             .collect()
@@ -187,7 +193,10 @@ mod tests {
         let p = rms(&pass[200..pass.len() - 200]);
         let s = rms(&stop[200..stop.len() - 200]);
         assert!((p - 7071.0).abs() < 300.0, "pass-band RMS {p}");
-        assert!(s < 200.0, "12 kHz must be filtered before decimation, RMS {s}");
+        assert!(
+            s < 200.0,
+            "12 kHz must be filtered before decimation, RMS {s}"
+        );
     }
 
     #[test]
@@ -197,7 +206,12 @@ mod tests {
         let mid = 24_000 * 2;
         // Same phase at the same index: the filters are centred, no timeline shift.
         for i in (mid..mid + 200).step_by(2) {
-            assert!((back[i] as i32 - x[i] as i32).abs() < 400, "sample {i}: {} vs {}", back[i], x[i]);
+            assert!(
+                (back[i] as i32 - x[i] as i32).abs() < 400,
+                "sample {i}: {} vs {}",
+                back[i],
+                x[i]
+            );
         }
     }
 

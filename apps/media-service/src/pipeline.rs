@@ -75,16 +75,29 @@ impl OutputTarget {
     /// Parses `rtmp://host[:port]/app/stream...` or a file path with a known extension.
     pub fn parse(s: &str) -> Result<Self, TargetError> {
         if let Some(rest) = s.strip_prefix("rtmp://") {
-            let (authority, path) = rest.split_once('/').ok_or_else(|| TargetError::RtmpPath(s.into()))?;
+            let (authority, path) = rest
+                .split_once('/')
+                .ok_or_else(|| TargetError::RtmpPath(s.into()))?;
             let (host, port) = match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), p.parse::<u16>().map_err(|_| TargetError::RtmpPath(s.into()))?),
+                Some((h, p)) => (
+                    h.to_string(),
+                    p.parse::<u16>()
+                        .map_err(|_| TargetError::RtmpPath(s.into()))?,
+                ),
                 None => (authority.to_string(), 1935),
             };
-            let (app, stream) = path.split_once('/').ok_or_else(|| TargetError::RtmpPath(s.into()))?;
+            let (app, stream) = path
+                .split_once('/')
+                .ok_or_else(|| TargetError::RtmpPath(s.into()))?;
             if host.is_empty() || app.is_empty() || stream.is_empty() {
                 return Err(TargetError::RtmpPath(s.into()));
             }
-            return Ok(Self::Rtmp { host, port, app: app.into(), stream: stream.into() });
+            return Ok(Self::Rtmp {
+                host,
+                port,
+                app: app.into(),
+                stream: stream.into(),
+            });
         }
         let path = s.strip_prefix("file://").unwrap_or(s);
         let lower = path.to_ascii_lowercase();
@@ -97,13 +110,21 @@ impl OutputTarget {
         } else {
             return Err(TargetError::Unsupported(s.into()));
         };
-        Ok(Self::File { path: PathBuf::from(path), container })
+        Ok(Self::File {
+            path: PathBuf::from(path),
+            container,
+        })
     }
 
     /// Human-readable location for logs.
     pub fn describe(&self) -> String {
         match self {
-            Self::Rtmp { host, port, app, stream } => format!("rtmp://{host}:{port}/{app}/{stream}"),
+            Self::Rtmp {
+                host,
+                port,
+                app,
+                stream,
+            } => format!("rtmp://{host}:{port}/{app}/{stream}"),
             Self::File { path, .. } => path.display().to_string(),
         }
     }
@@ -124,7 +145,10 @@ pub fn input_uri(s: &str) -> Result<String, TargetError> {
 /// Live inputs are paced by their source; everything else is paced by `clocksync`.
 pub fn is_live_uri(uri: &str) -> bool {
     let scheme = uri.split("://").next().unwrap_or("").to_ascii_lowercase();
-    matches!(scheme.as_str(), "rtsp" | "rtsps" | "rtspt" | "rtmp" | "rtmps" | "srt" | "udp" | "rtp")
+    matches!(
+        scheme.as_str(),
+        "rtsp" | "rtsps" | "rtspt" | "rtmp" | "rtmps" | "srt" | "udp" | "rtp"
+    )
 }
 
 /// Errors building or linking the graph.
@@ -160,14 +184,20 @@ pub struct MediaPipeline {
 }
 
 fn make(factory: &'static str) -> Result<gst::Element, PipelineError> {
-    gst::ElementFactory::make(factory).build().map_err(|_| PipelineError::MissingElement(factory))
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|_| PipelineError::MissingElement(factory))
 }
 
 fn link(chain: &[&gst::Element]) -> Result<(), PipelineError> {
     gst::Element::link_many(chain.iter().copied()).map_err(|e| {
         PipelineError::Link(format!(
             "{}: {e}",
-            chain.iter().map(|e| e.name().to_string()).collect::<Vec<_>>().join(" ! ")
+            chain
+                .iter()
+                .map(|e| e.name().to_string())
+                .collect::<Vec<_>>()
+                .join(" ! ")
         ))
     })
 }
@@ -224,13 +254,20 @@ pub fn build(spec: &GraphSpec) -> Result<MediaPipeline, PipelineError> {
     });
 
     // Video branch.
-    let vsync = if paced { Some(make("clocksync")?) } else { None };
+    let vsync = if paced {
+        Some(make("clocksync")?)
+    } else {
+        None
+    };
     let vparse = make("h264parse")?;
     vparse.set_property("config-interval", -1i32);
     let vcaps = make("capsfilter")?;
     vcaps.set_property(
         "caps",
-        gst::Caps::builder("video/x-h264").field("stream-format", "avc").field("alignment", "au").build(),
+        gst::Caps::builder("video/x-h264")
+            .field("stream-format", "avc")
+            .field("alignment", "au")
+            .build(),
     );
     let vqueue = make("queue")?;
     // Holds video for the whole delay (plus slack): never leaky, no byte/buffer limits.
@@ -242,8 +279,16 @@ pub fn build(spec: &GraphSpec) -> Result<MediaPipeline, PipelineError> {
     let async_ = make("queue")?;
     let aconv = make("audioconvert")?;
     let ares = make("audioresample")?;
-    let async_clock = if paced { Some(make("clocksync")?) } else { None };
-    let appsink = gst_app::AppSink::builder().caps(&internal_caps()).sync(false).max_buffers(0).build();
+    let async_clock = if paced {
+        Some(make("clocksync")?)
+    } else {
+        None
+    };
+    let appsink = gst_app::AppSink::builder()
+        .caps(&internal_caps())
+        .sync(false)
+        .max_buffers(0)
+        .build();
     appsink.set_property("emit-signals", false);
     // No preroll anywhere: the output cannot produce a buffer before the appsink has
     // delivered a whole fragment, so waiting for sinks to preroll would deadlock.
@@ -269,7 +314,12 @@ pub fn build(spec: &GraphSpec) -> Result<MediaPipeline, PipelineError> {
     let oqueue = make("queue")?;
 
     let (mux, sink): (gst::Element, gst::Element) = match &spec.output {
-        OutputTarget::Rtmp { host, port, app, stream } => {
+        OutputTarget::Rtmp {
+            host,
+            port,
+            app,
+            stream,
+        } => {
             let mux = make("flvmux")?;
             mux.set_property("streamable", true);
             let sink = make("rtmp2sink")?;
@@ -310,8 +360,12 @@ pub fn build(spec: &GraphSpec) -> Result<MediaPipeline, PipelineError> {
     }
     let appsink_el = appsink.upcast_ref::<gst::Element>();
     let appsrc_el = appsrc.upcast_ref::<gst::Element>();
-    all.extend([appsink_el, appsrc_el, &oconv, &ores, &enc, &aparse, &oqueue, &mux, &sink]);
-    pipeline.add_many(all.iter().copied()).map_err(|e| PipelineError::Link(e.to_string()))?;
+    all.extend([
+        appsink_el, appsrc_el, &oconv, &ores, &enc, &aparse, &oqueue, &mux, &sink,
+    ]);
+    pipeline
+        .add_many(all.iter().copied())
+        .map_err(|e| PipelineError::Link(e.to_string()))?;
 
     let video_head = match &vsync {
         Some(v) => {
@@ -334,9 +388,17 @@ pub fn build(spec: &GraphSpec) -> Result<MediaPipeline, PipelineError> {
         }
     };
     link(&[appsrc_el, &oconv, &ores, &enc, &aparse, &oqueue])?;
-    let (vtmpl, atmpl) = if mux.pad_template("video").is_some() { ("video", "audio") } else { ("video_%u", "audio_%u") };
-    let mux_v = mux.request_pad_simple(vtmpl).ok_or_else(|| PipelineError::Link(format!("{} has no {vtmpl} pad", mux.name())))?;
-    let mux_a = mux.request_pad_simple(atmpl).ok_or_else(|| PipelineError::Link(format!("{} has no {atmpl} pad", mux.name())))?;
+    let (vtmpl, atmpl) = if mux.pad_template("video").is_some() {
+        ("video", "audio")
+    } else {
+        ("video_%u", "audio_%u")
+    };
+    let mux_v = mux
+        .request_pad_simple(vtmpl)
+        .ok_or_else(|| PipelineError::Link(format!("{} has no {vtmpl} pad", mux.name())))?;
+    let mux_a = mux
+        .request_pad_simple(atmpl)
+        .ok_or_else(|| PipelineError::Link(format!("{} has no {atmpl} pad", mux.name())))?;
     vqueue
         .static_pad("src")
         .expect("queue has src")
@@ -354,10 +416,13 @@ pub fn build(spec: &GraphSpec) -> Result<MediaPipeline, PipelineError> {
     for head in [&video_head, &audio_head] {
         let li = last_input.clone();
         let epoch = spec.epoch;
-        head.static_pad("sink").expect("sink pad").add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-            li.store(epoch.elapsed().as_nanos().max(1) as u64, Ordering::Relaxed);
-            gst::PadProbeReturn::Ok
-        });
+        head.static_pad("sink").expect("sink pad").add_probe(
+            gst::PadProbeType::BUFFER,
+            move |_, _| {
+                li.store(epoch.elapsed().as_nanos().max(1) as u64, Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            },
+        );
     }
 
     // Link input pads as they appear.
@@ -387,7 +452,9 @@ pub fn build(spec: &GraphSpec) -> Result<MediaPipeline, PipelineError> {
             }
             None if name.starts_with("video/") => {
                 if let Some(p) = pipe_weak.upgrade() {
-                    let msg = format!("input video is {name}: only H.264 can be passed through (no re-encode)");
+                    let msg = format!(
+                        "input video is {name}: only H.264 can be passed through (no re-encode)"
+                    );
                     let _ = p.post_message(
                         gst::message::Error::builder(gst::CoreError::Negotiation, &msg).build(),
                     );
@@ -400,12 +467,24 @@ pub fn build(spec: &GraphSpec) -> Result<MediaPipeline, PipelineError> {
         }
     });
 
-    Ok(MediaPipeline { pipeline, appsrc, appsink, video_head, audio_head, last_input, paced })
+    Ok(MediaPipeline {
+        pipeline,
+        appsrc,
+        appsink,
+        video_head,
+        audio_head,
+        last_input,
+        paced,
+    })
 }
 
 fn attach_fakesink(pipe: &gst::glib::WeakRef<gst::Pipeline>, pad: &gst::Pad) {
     let Some(p) = pipe.upgrade() else { return };
-    if let Ok(fs) = gst::ElementFactory::make("fakesink").property("sync", false).property("async", false).build() {
+    if let Ok(fs) = gst::ElementFactory::make("fakesink")
+        .property("sync", false)
+        .property("async", false)
+        .build()
+    {
         if p.add(&fs).is_ok() {
             let _ = fs.sync_state_with_parent();
             if let Some(sp) = fs.static_pad("sink") {
@@ -438,20 +517,51 @@ mod tests {
     fn rtmp_targets_keep_app_and_stream_apart() {
         assert_eq!(
             OutputTarget::parse("rtmp://10.0.0.1:1936/live/abc/out").unwrap(),
-            OutputTarget::Rtmp { host: "10.0.0.1".into(), port: 1936, app: "live".into(), stream: "abc/out".into() }
+            OutputTarget::Rtmp {
+                host: "10.0.0.1".into(),
+                port: 1936,
+                app: "live".into(),
+                stream: "abc/out".into()
+            }
         );
         assert_eq!(
             OutputTarget::parse("rtmp://h/live/x").unwrap(),
-            OutputTarget::Rtmp { host: "h".into(), port: 1935, app: "live".into(), stream: "x".into() }
+            OutputTarget::Rtmp {
+                host: "h".into(),
+                port: 1935,
+                app: "live".into(),
+                stream: "x".into()
+            }
         );
-        assert!(matches!(OutputTarget::parse("rtmp://h/live"), Err(TargetError::RtmpPath(_))));
+        assert!(matches!(
+            OutputTarget::parse("rtmp://h/live"),
+            Err(TargetError::RtmpPath(_))
+        ));
     }
 
     #[test]
     fn file_targets_follow_the_extension() {
-        assert!(matches!(OutputTarget::parse("/tmp/a.MP4"), Ok(OutputTarget::File { container: Container::Mp4, .. })));
-        assert!(matches!(OutputTarget::parse("b.mkv"), Ok(OutputTarget::File { container: Container::Mkv, .. })));
-        assert!(matches!(OutputTarget::parse("c.flv"), Ok(OutputTarget::File { container: Container::Flv, .. })));
+        assert!(matches!(
+            OutputTarget::parse("/tmp/a.MP4"),
+            Ok(OutputTarget::File {
+                container: Container::Mp4,
+                ..
+            })
+        ));
+        assert!(matches!(
+            OutputTarget::parse("b.mkv"),
+            Ok(OutputTarget::File {
+                container: Container::Mkv,
+                ..
+            })
+        ));
+        assert!(matches!(
+            OutputTarget::parse("c.flv"),
+            Ok(OutputTarget::File {
+                container: Container::Flv,
+                ..
+            })
+        ));
         let e = OutputTarget::parse("d.avi").unwrap_err();
         assert!(e.to_string().contains(".mp4, .mkv or .flv"), "{e}");
     }

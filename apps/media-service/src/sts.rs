@@ -30,7 +30,12 @@ impl StsDubber {
         let (client, mut rx) = StsClient::spawn(cfg);
         let (tx, out) = mpsc::channel(64);
         let ready = Arc::new(AtomicBool::new(false));
-        let me = Arc::new(Self { client: client.clone(), ready: ready.clone(), stream_id: init.stream_id.clone(), task: std::sync::Mutex::new(None) });
+        let me = Arc::new(Self {
+            client: client.clone(),
+            ready: ready.clone(),
+            stream_id: init.stream_id.clone(),
+            task: std::sync::Mutex::new(None),
+        });
         let task = tokio::spawn(async move {
             let mut sessions = 0u64;
             while let Some(ev) = rx.recv().await {
@@ -41,17 +46,28 @@ impl StsDubber {
                         // be loading; each failure is logged with the server's reason.
                         for attempt in 1..=5u32 {
                             match client.init_stream(&init).await {
-                                Ok(StreamInitAck::Ready { session_id, max_inflight, .. }) => {
+                                Ok(StreamInitAck::Ready {
+                                    session_id,
+                                    max_inflight,
+                                    ..
+                                }) => {
                                     sessions += 1;
                                     info!(stream = %init.stream_id, %session_id, max_inflight, generation, "STS session ready");
                                     ready.store(true, Ordering::Relaxed);
-                                    let _ = tx.send(DubEvent::Ready { ready: true, reconnect: sessions > 1 }).await;
+                                    let _ = tx
+                                        .send(DubEvent::Ready {
+                                            ready: true,
+                                            reconnect: sessions > 1,
+                                        })
+                                        .await;
                                     break;
                                 }
                                 Ok(StreamInitAck::Rejected { error }) => {
                                     warn!(stream = %init.stream_id, code = error.code.as_str(), message = %error.message, "stream:init rejected");
                                 }
-                                Err(e) => warn!(stream = %init.stream_id, attempt, error = %e, "stream:init failed"),
+                                Err(e) => {
+                                    warn!(stream = %init.stream_id, attempt, error = %e, "stream:init failed")
+                                }
                             }
                             if !client.is_connected() {
                                 break;
@@ -62,7 +78,12 @@ impl StsDubber {
                     ClientEvent::Disconnected { reason } => {
                         if ready.swap(false, Ordering::Relaxed) {
                             warn!(stream = %init.stream_id, %reason, "STS connection lost");
-                            let _ = tx.send(DubEvent::Ready { ready: false, reconnect: false }).await;
+                            let _ = tx
+                                .send(DubEvent::Ready {
+                                    ready: false,
+                                    reconnect: false,
+                                })
+                                .await;
                         }
                     }
                     ClientEvent::Processed(p) => {
@@ -75,13 +96,24 @@ impl StsDubber {
                             let _ = tx.send(DubEvent::Backpressure(b)).await;
                         }
                     }
-                    ClientEvent::Complete(c) => info!(stream = %c.stream_id, totals = ?c.totals, "STS stream complete"),
+                    ClientEvent::Complete(c) => {
+                        info!(stream = %c.stream_id, totals = ?c.totals, "STS stream complete")
+                    }
                     ClientEvent::ServerError(e) => {
                         warn!(stream = %init.stream_id, code = e.code.as_str(), message = %e.message, fragment = ?e.fragment_id, "STS reported an error")
                     }
-                    ClientEvent::Malformed { event, payload, error } => {
+                    ClientEvent::Malformed {
+                        event,
+                        payload,
+                        error,
+                    } => {
                         let sequence = payload.get("sequence_number").and_then(|v| v.as_u64());
-                        let _ = tx.send(DubEvent::Malformed { sequence, error: format!("{event}: {error}") }).await;
+                        let _ = tx
+                            .send(DubEvent::Malformed {
+                                sequence,
+                                error: format!("{event}: {error}"),
+                            })
+                            .await;
                     }
                 }
             }
@@ -107,7 +139,13 @@ impl StsDubber {
 impl Dubber for StsDubber {
     fn submit(&self, fragment: FragmentData) -> BoxFuture<'static, Result<(), String>> {
         let client = self.client.clone();
-        async move { client.send_fragment(&fragment).await.map_err(|e| e.to_string()) }.boxed()
+        async move {
+            client
+                .send_fragment(&fragment)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .boxed()
     }
 
     fn is_ready(&self) -> bool {

@@ -32,7 +32,10 @@ use futures::future::BoxFuture;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use serde::Serialize;
-use sts_protocol::{AudioFormat, AudioPayload, Backpressure, BackpressureAction, FragmentData, FragmentProcessed, FragmentStatus};
+use sts_protocol::{
+    AudioFormat, AudioPayload, Backpressure, BackpressureAction, FragmentData, FragmentProcessed,
+    FragmentStatus,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -247,8 +250,16 @@ enum BusMsg {
 }
 
 enum Resolution {
-    Dubbed { pcm48: Vec<i16>, processed: Box<FragmentProcessed>, roundtrip: Duration },
-    Original { outcome: Outcome, reason: String, processed: Option<Box<FragmentProcessed>> },
+    Dubbed {
+        pcm48: Vec<i16>,
+        processed: Box<FragmentProcessed>,
+        roundtrip: Duration,
+    },
+    Original {
+        outcome: Outcome,
+        reason: String,
+        processed: Option<Box<FragmentProcessed>>,
+    },
 }
 
 struct Pending {
@@ -260,9 +271,20 @@ struct Pending {
 }
 
 enum Internal {
-    Submitted { seq: u64, result: Result<(), String>, sent_at: Instant },
-    NotSent { seq: u64, reason: String },
-    Decoded { seq: u64, result: Result<Vec<i16>, String>, processed: Box<FragmentProcessed> },
+    Submitted {
+        seq: u64,
+        result: Result<(), String>,
+        sent_at: Instant,
+    },
+    NotSent {
+        seq: u64,
+        reason: String,
+    },
+    Decoded {
+        seq: u64,
+        result: Result<Vec<i16>, String>,
+        processed: Box<FragmentProcessed>,
+    },
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -289,18 +311,27 @@ pub async fn run_worker(
         aac_bitrate: cfg.aac_bitrate,
         epoch,
     };
-    let graph = pipeline::build(&spec).map_err(|source| WorkerError::Pipeline { stream: name.clone(), source })?;
+    let graph = pipeline::build(&spec).map_err(|source| WorkerError::Pipeline {
+        stream: name.clone(),
+        source,
+    })?;
     {
         let mut st = lock(&status);
         st.state = "starting".into();
         st.input = cfg.input_uri.clone();
         st.output = cfg.output.describe();
     }
-    metrics.output_delay_ms.with_label_values(&[&name]).set(cfg.delay_ms as i64);
+    metrics
+        .output_delay_ms
+        .with_label_values(&[&name])
+        .set(cfg.delay_ms as i64);
 
     // Appsink -> fragmenter -> coordinator.
     let (audio_tx, mut audio_rx) = mpsc::channel::<AudioMsg>(64);
-    let fragmenter = Arc::new(Mutex::new(Fragmenter::new(cfg.fragment_ms, cfg.resync_tolerance_ms)));
+    let fragmenter = Arc::new(Mutex::new(Fragmenter::new(
+        cfg.fragment_ms,
+        cfg.resync_tolerance_ms,
+    )));
     install_appsink(&graph, fragmenter.clone(), audio_tx.clone(), name.clone());
 
     // Bus -> coordinator, on a plain thread (keeps GLib off the tokio workers).
@@ -308,10 +339,17 @@ pub async fn run_worker(
     let bus_stop = Arc::new(AtomicBool::new(false));
     let bus_thread = spawn_bus_thread(&graph, bus_tx, bus_stop.clone(), name.clone());
 
-    graph.pipeline.set_state(gst::State::Playing).map_err(|e| WorkerError::Pipeline {
-        stream: name.clone(),
-        source: PipelineError::State(format!("{e}: check that the input {} exists and the output {} is reachable", cfg.input_uri, cfg.output.describe())),
-    })?;
+    graph
+        .pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|e| WorkerError::Pipeline {
+            stream: name.clone(),
+            source: PipelineError::State(format!(
+                "{e}: check that the input {} exists and the output {} is reachable",
+                cfg.input_uri,
+                cfg.output.describe()
+            )),
+        })?;
     metrics.active_workers.inc();
     info!(stream = %name, input = %cfg.input_uri, output = %cfg.output.describe(), delay_ms = cfg.delay_ms, fragment_ms = cfg.fragment_ms, "worker started");
 
@@ -324,7 +362,10 @@ pub async fn run_worker(
         hook,
         pending: VecDeque::new(),
         paused: false,
-        segment_dir: cfg.segment_dir.as_ref().map(|d| d.join(sanitize(&cfg.name))),
+        segment_dir: cfg
+            .segment_dir
+            .as_ref()
+            .map(|d| d.join(sanitize(&cfg.name))),
         internal_tx: None,
         first_pts_ns: None,
         stream_format: AudioFormat::pcm_s16le(STS_RATE, STS_CHANNELS),
@@ -344,7 +385,11 @@ pub async fn run_worker(
     let mut started_state = false;
     let mut last_stats = crate::fragmenter::ResyncStats::default();
     let result: Result<WorkerEnd, WorkerError> = loop {
-        let next_deadline = co.pending.iter().find(|p| p.resolution.is_none()).map(|p| p.deadline);
+        let next_deadline = co
+            .pending
+            .iter()
+            .find(|p| p.resolution.is_none())
+            .map(|p| p.deadline);
         tokio::select! {
             _ = cancel.cancelled() => break Ok(WorkerEnd::Cancelled),
             Some(msg) = audio_rx.recv() => match msg {
@@ -453,10 +498,23 @@ async fn sleep_until_opt(t: Option<Instant>) {
 
 /// Replaces characters that do not belong in a directory name.
 pub fn sanitize(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
-fn install_appsink(graph: &MediaPipeline, fragmenter: Arc<Mutex<Fragmenter>>, tx: mpsc::Sender<AudioMsg>, name: String) {
+fn install_appsink(
+    graph: &MediaPipeline,
+    fragmenter: Arc<Mutex<Fragmenter>>,
+    tx: mpsc::Sender<AudioMsg>,
+    name: String,
+) {
     let tx_eos = tx.clone();
     let frag_eos = fragmenter.clone();
     let name_eos = name.clone();
@@ -473,8 +531,13 @@ fn install_appsink(graph: &MediaPipeline, fragmenter: Arc<Mutex<Fragmenter>>, tx
                 let Some(rt) = buffer.pts().and_then(|p| seg.to_running_time(p)) else {
                     return Ok(gst::FlowSuccess::Ok);
                 };
-                let Ok(map) = buffer.map_readable() else { return Ok(gst::FlowSuccess::Ok) };
-                let samples: Vec<i16> = map.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+                let Ok(map) = buffer.map_readable() else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let samples: Vec<i16> = map
+                    .chunks_exact(2)
+                    .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                    .collect();
                 drop(map);
                 let done = lock(&fragmenter).push(rt.nseconds(), &samples);
                 for f in done {
@@ -499,7 +562,12 @@ fn install_appsink(graph: &MediaPipeline, fragmenter: Arc<Mutex<Fragmenter>>, tx
     );
 }
 
-fn spawn_bus_thread(graph: &MediaPipeline, tx: mpsc::Sender<BusMsg>, stop: Arc<AtomicBool>, name: String) -> std::thread::JoinHandle<()> {
+fn spawn_bus_thread(
+    graph: &MediaPipeline,
+    tx: mpsc::Sender<BusMsg>,
+    stop: Arc<AtomicBool>,
+    name: String,
+) -> std::thread::JoinHandle<()> {
     let bus = graph.pipeline.bus().expect("a pipeline has a bus");
     let pipe = graph.pipeline.downgrade();
     std::thread::Builder::new()
@@ -560,12 +628,17 @@ impl Coordinator<'_> {
         let first = *self.first_pts_ns.get_or_insert(frag.start_ns);
         lock(&self.status).fragments += 1;
         let drift_ms = frag.max_drift_ns as f64 / 1e6;
-        self.metrics.av_sync_delta_ms.with_label_values(&[&name]).set(drift_ms + AAC_PRIMING_MS);
+        self.metrics
+            .av_sync_delta_ms
+            .with_label_values(&[&name])
+            .set(drift_ms + AAC_PRIMING_MS);
 
         // Deadline on the pipeline clock, converted to a tokio instant.
         let render_rt = frag.start_ns + self.cfg.delay_ms as u64 * 1_000_000;
         let margin = self.cfg.deadline_margin_ms as u64 * 1_000_000;
-        let now_rt = self.running_time_now().unwrap_or(frag.start_ns + frag.duration_ns);
+        let now_rt = self
+            .running_time_now()
+            .unwrap_or(frag.start_ns + frag.duration_ns);
         let left_ns = (render_rt.saturating_sub(margin)) as i128 - now_rt as i128;
         let deadline = Instant::now() + Duration::from_nanos(left_ns.max(0) as u64);
         let seq = frag.sequence;
@@ -581,7 +654,13 @@ impl Coordinator<'_> {
         } else {
             "no time left before the deadline"
         };
-        self.pending.push_back(Pending { frag, deadline, sent_at: None, resolution: None, decoding: false });
+        self.pending.push_back(Pending {
+            frag,
+            deadline,
+            sent_at: None,
+            resolution: None,
+            decoding: false,
+        });
 
         let tx = self.internal_tx.clone().expect("set before the loop");
         let dubber = self.dubber.clone();
@@ -607,7 +686,11 @@ impl Coordinator<'_> {
             let duration_ms = (s16.len() / per_ms) as u32;
             s16.truncate(duration_ms as usize * per_ms);
             if !ready || duration_ms < 100 {
-                let reason = if ready { "fragment too short to dub".to_string() } else { why_not };
+                let reason = if ready {
+                    "fragment too short to dub".to_string()
+                } else {
+                    why_not
+                };
                 let _ = tx.send(Internal::NotSent { seq, reason }).await;
                 return;
             }
@@ -621,7 +704,13 @@ impl Coordinator<'_> {
             };
             let sent_at = Instant::now();
             let result = dubber.submit(fd).await;
-            let _ = tx.send(Internal::Submitted { seq, result, sent_at }).await;
+            let _ = tx
+                .send(Internal::Submitted {
+                    seq,
+                    result,
+                    sent_at,
+                })
+                .await;
         });
     }
 
@@ -630,8 +719,15 @@ impl Coordinator<'_> {
     }
 
     fn set_inflight(&self) {
-        let n = self.pending.iter().filter(|p| p.sent_at.is_some() && p.resolution.is_none()).count();
-        self.metrics.inflight.with_label_values(&[&self.cfg.name]).set(n as i64);
+        let n = self
+            .pending
+            .iter()
+            .filter(|p| p.sent_at.is_some() && p.resolution.is_none())
+            .count();
+        self.metrics
+            .inflight
+            .with_label_values(&[&self.cfg.name])
+            .set(n as i64);
     }
 
     fn on_internal(&mut self, m: Internal) {
@@ -639,11 +735,19 @@ impl Coordinator<'_> {
             Internal::NotSent { seq, reason } => {
                 if let Some(p) = self.find(seq) {
                     if p.resolution.is_none() {
-                        p.resolution = Some(Resolution::Original { outcome: Outcome::Fallback, reason, processed: None });
+                        p.resolution = Some(Resolution::Original {
+                            outcome: Outcome::Fallback,
+                            reason,
+                            processed: None,
+                        });
                     }
                 }
             }
-            Internal::Submitted { seq, result, sent_at } => {
+            Internal::Submitted {
+                seq,
+                result,
+                sent_at,
+            } => {
                 let name = self.cfg.name.clone();
                 if let Some(p) = self.find(seq) {
                     match result {
@@ -651,14 +755,22 @@ impl Coordinator<'_> {
                         Err(e) => {
                             warn!(stream = %name, seq, error = %e, "STS did not take the fragment; original audio");
                             if p.resolution.is_none() {
-                                p.resolution = Some(Resolution::Original { outcome: Outcome::Failed, reason: format!("not accepted: {e}"), processed: None });
+                                p.resolution = Some(Resolution::Original {
+                                    outcome: Outcome::Failed,
+                                    reason: format!("not accepted: {e}"),
+                                    processed: None,
+                                });
                             }
                         }
                     }
                 }
                 self.set_inflight();
             }
-            Internal::Decoded { seq, result, processed } => {
+            Internal::Decoded {
+                seq,
+                result,
+                processed,
+            } => {
                 let name = self.cfg.name.clone();
                 let Some(p) = self.find(seq) else {
                     self.metrics.late_answers.with_label_values(&[&name]).inc();
@@ -672,10 +784,18 @@ impl Coordinator<'_> {
                 }
                 let roundtrip = p.sent_at.map(|t| t.elapsed()).unwrap_or_default();
                 p.resolution = Some(match result {
-                    Ok(pcm48) => Resolution::Dubbed { pcm48, processed, roundtrip },
+                    Ok(pcm48) => Resolution::Dubbed {
+                        pcm48,
+                        processed,
+                        roundtrip,
+                    },
                     Err(e) => {
                         warn!(stream = %name, seq, error = %e, "malformed dubbed audio; original audio");
-                        Resolution::Original { outcome: Outcome::Failed, reason: format!("malformed answer: {e}"), processed: Some(processed) }
+                        Resolution::Original {
+                            outcome: Outcome::Failed,
+                            reason: format!("malformed answer: {e}"),
+                            processed: Some(processed),
+                        }
                     }
                 });
                 self.metrics.sts_roundtrip.observe(roundtrip.as_secs_f64());
@@ -690,7 +810,10 @@ impl Coordinator<'_> {
             DubEvent::Ready { ready, reconnect } => {
                 lock(&self.status).sts_ready = ready;
                 if ready && reconnect {
-                    self.metrics.sts_reconnects.with_label_values(&[&name]).inc();
+                    self.metrics
+                        .sts_reconnects
+                        .with_label_values(&[&name])
+                        .inc();
                     info!(stream = %name, "STS session re-established: dubbing resumes with the next fragment");
                 } else if !ready {
                     warn!(stream = %name, "STS session lost: fragments go out with original audio until it returns");
@@ -710,7 +833,11 @@ impl Coordinator<'_> {
                 if let Some(seq) = sequence {
                     if let Some(p) = self.find(seq) {
                         if p.resolution.is_none() {
-                            p.resolution = Some(Resolution::Original { outcome: Outcome::Failed, reason: format!("malformed answer: {error}"), processed: None });
+                            p.resolution = Some(Resolution::Original {
+                                outcome: Outcome::Failed,
+                                reason: format!("malformed answer: {error}"),
+                                processed: None,
+                            });
                         }
                     }
                 }
@@ -731,16 +858,28 @@ impl Coordinator<'_> {
                     }
                     p.frag.frames()
                 };
-                let usable = matches!(processed.status, FragmentStatus::Success | FragmentStatus::Partial);
+                let usable = matches!(
+                    processed.status,
+                    FragmentStatus::Success | FragmentStatus::Partial
+                );
                 if !usable || processed.dubbed_audio.is_none() {
                     let reason = match &processed.error {
-                        Some(e) => format!("STS {}: {} {}", processed.status.as_str(), e.code.as_str(), e.message),
+                        Some(e) => format!(
+                            "STS {}: {} {}",
+                            processed.status.as_str(),
+                            e.code.as_str(),
+                            e.message
+                        ),
                         None => format!("STS {}", processed.status.as_str()),
                     };
                     let roundtrip = {
                         let p = self.find(seq).expect("found above");
                         let rt = p.sent_at.map(|t| t.elapsed()).unwrap_or_default();
-                        p.resolution = Some(Resolution::Original { outcome: Outcome::Failed, reason, processed: Some(processed) });
+                        p.resolution = Some(Resolution::Original {
+                            outcome: Outcome::Failed,
+                            reason,
+                            processed: Some(processed),
+                        });
                         rt
                     };
                     self.metrics.sts_roundtrip.observe(roundtrip.as_secs_f64());
@@ -755,10 +894,18 @@ impl Coordinator<'_> {
                 let seg_dir = self.segment_dir.clone();
                 tokio::spawn(async move {
                     let pr = processed.clone();
-                    let res = tokio::task::spawn_blocking(move || decode_dubbed(&pr, &format, frames, seg_dir.as_deref()))
-                        .await
-                        .unwrap_or_else(|e| Err(format!("decoder task failed: {e}")));
-                    let _ = tx.send(Internal::Decoded { seq, result: res, processed }).await;
+                    let res = tokio::task::spawn_blocking(move || {
+                        decode_dubbed(&pr, &format, frames, seg_dir.as_deref())
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(format!("decoder task failed: {e}")));
+                    let _ = tx
+                        .send(Internal::Decoded {
+                            seq,
+                            result: res,
+                            processed,
+                        })
+                        .await;
                 });
             }
         }
@@ -770,9 +917,17 @@ impl Coordinator<'_> {
         let name = self.cfg.name.clone();
         for p in self.pending.iter_mut() {
             if p.resolution.is_none() && p.deadline <= now {
-                let reason = if p.sent_at.is_some() { "no answer before the deadline" } else { "not sent before the deadline" };
+                let reason = if p.sent_at.is_some() {
+                    "no answer before the deadline"
+                } else {
+                    "not sent before the deadline"
+                };
                 info!(stream = %name, seq = p.frag.sequence, "{reason}: original audio");
-                p.resolution = Some(Resolution::Original { outcome: Outcome::Fallback, reason: reason.into(), processed: None });
+                p.resolution = Some(Resolution::Original {
+                    outcome: Outcome::Fallback,
+                    reason: reason.into(),
+                    processed: None,
+                });
             }
         }
         self.set_inflight();
@@ -788,8 +943,13 @@ impl Coordinator<'_> {
 
     fn push(&mut self, p: Pending) {
         let name = self.cfg.name.clone();
-        let slack_ms = (p.deadline.saturating_duration_since(Instant::now()).as_millis() as i64)
-            - (Instant::now().saturating_duration_since(p.deadline).as_millis() as i64);
+        let slack_ms = (p
+            .deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as i64)
+            - (Instant::now()
+                .saturating_duration_since(p.deadline)
+                .as_millis() as i64);
         let first = self.first_pts_ns.unwrap_or(0);
         let mut rec = FragmentRecord {
             stream: name.clone(),
@@ -814,13 +974,21 @@ impl Coordinator<'_> {
             rec.stage_ms = Some(pr.stage_ms);
         };
         let pcm48 = match p.resolution.expect("only resolved fragments are pushed") {
-            Resolution::Dubbed { pcm48, processed, roundtrip } => {
+            Resolution::Dubbed {
+                pcm48,
+                processed,
+                roundtrip,
+            } => {
                 rec.status = Outcome::Processed;
                 rec.roundtrip_ms = Some(roundtrip.as_millis() as u64);
                 fill(&mut rec, &processed);
                 pcm48
             }
-            Resolution::Original { outcome, reason, processed } => {
+            Resolution::Original {
+                outcome,
+                reason,
+                processed,
+            } => {
                 rec.status = outcome;
                 rec.reason = Some(reason);
                 if let Some(pr) = &processed {
@@ -834,7 +1002,10 @@ impl Coordinator<'_> {
             // Flushing/EOS: the pipeline is going down; nothing to do but say so.
             debug!(stream = %name, seq = rec.sequence, error = ?e, "appsrc refused the buffer");
         }
-        self.metrics.fragments.with_label_values(&[&name, rec.status.as_str()]).inc();
+        self.metrics
+            .fragments
+            .with_label_values(&[&name, rec.status.as_str()])
+            .inc();
         {
             let mut st = lock(&self.status);
             match rec.status {
@@ -857,7 +1028,9 @@ impl Coordinator<'_> {
                     Ok(mut f) => {
                         let _ = writeln!(f, "{line}");
                     }
-                    Err(e) => warn!(path = %path.display(), error = %e, "cannot append fragment log"),
+                    Err(e) => {
+                        warn!(path = %path.display(), error = %e, "cannot append fragment log")
+                    }
                 }
             });
         }
@@ -865,13 +1038,23 @@ impl Coordinator<'_> {
 }
 
 /// Checks and converts an STS answer to internal-format audio of exactly `frames` frames.
-fn decode_dubbed(pr: &FragmentProcessed, format: &AudioFormat, frames: usize, seg_dir: Option<&std::path::Path>) -> Result<Vec<i16>, String> {
+fn decode_dubbed(
+    pr: &FragmentProcessed,
+    format: &AudioFormat,
+    frames: usize,
+    seg_dir: Option<&std::path::Path>,
+) -> Result<Vec<i16>, String> {
     let audio = pr.dubbed_audio.as_ref().ok_or("no dubbed_audio")?;
     let got = audio.audio_format();
     if &got != format {
         return Err(format!(
             "dubbed audio is {} Hz x{} {}; expected the stream format {} Hz x{} {}",
-            got.sample_rate_hz, got.channels, got.format, format.sample_rate_hz, format.channels, format.format
+            got.sample_rate_hz,
+            got.channels,
+            got.format,
+            format.sample_rate_hz,
+            format.channels,
+            format.format
         ));
     }
     // Bound what we decode: twice the fragment is far beyond any honest answer.

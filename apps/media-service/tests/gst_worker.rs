@@ -14,8 +14,12 @@ use gstreamer::prelude::*;
 use media_service::fragmenter::Fragmenter;
 use media_service::metrics::Metrics;
 use media_service::pipeline::{internal_caps, OutputTarget};
-use media_service::worker::{run_worker, DubEvent, Dubber, FragmentRecord, Outcome, WorkerConfig, WorkerEnd};
-use sts_protocol::{AudioFormat, AudioPayload, FragmentData, FragmentProcessed, FragmentStatus, StageMs};
+use media_service::worker::{
+    run_worker, DubEvent, Dubber, FragmentRecord, Outcome, WorkerConfig, WorkerEnd,
+};
+use sts_protocol::{
+    AudioFormat, AudioPayload, FragmentData, FragmentProcessed, FragmentStatus, StageMs,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -29,17 +33,32 @@ fn fragmenter_on_audiotestsrc_exact_count_durations_and_pts() {
     .unwrap()
     .downcast::<gst::Pipeline>()
     .unwrap();
-    pipeline.by_name("cf").unwrap().set_property("caps", internal_caps());
-    let sink = pipeline.by_name("sink").unwrap().downcast::<gstreamer_app::AppSink>().unwrap();
+    pipeline
+        .by_name("cf")
+        .unwrap()
+        .set_property("caps", internal_caps());
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gstreamer_app::AppSink>()
+        .unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut frag = Fragmenter::new(1000, 40);
     let mut out = Vec::new();
     while let Ok(sample) = sink.pull_sample() {
         let buf = sample.buffer().unwrap();
-        let seg = sample.segment().unwrap().downcast_ref::<gst::ClockTime>().unwrap().clone();
+        let seg = sample
+            .segment()
+            .unwrap()
+            .downcast_ref::<gst::ClockTime>()
+            .unwrap()
+            .clone();
         let rt = seg.to_running_time(buf.pts().unwrap()).unwrap().nseconds();
         let map = buf.map_readable().unwrap();
-        let s: Vec<i16> = map.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+        let s: Vec<i16> = map
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect();
         out.extend(frag.push(rt, &s));
     }
     pipeline.set_state(gst::State::Null).unwrap();
@@ -56,8 +75,16 @@ fn fragmenter_on_audiotestsrc_exact_count_durations_and_pts() {
     assert!(last.partial);
     assert_eq!(last.start_ns, 5_000_000_000);
     // Resampling 44.1k -> 48k may leave a few frames of filter tail either way.
-    assert!((last.frames() as i64 - 24_000).abs() < 64, "last fragment has {} frames", last.frames());
-    assert_eq!(frag.stats().gap_frames_filled + frag.stats().overlap_frames_dropped, 0, "a clean source needs no resync");
+    assert!(
+        (last.frames() as i64 - 24_000).abs() < 64,
+        "last fragment has {} frames",
+        last.frames()
+    );
+    assert_eq!(
+        frag.stats().gap_frames_filled + frag.stats().overlap_frames_dropped,
+        0,
+        "a clean source needs no resync"
+    );
 }
 
 /// Fake STS: answers even fragments with a 1 kHz tone after 100 ms, never answers odd
@@ -68,7 +95,9 @@ struct FakeSts {
 }
 
 fn tone16(freq: f64, samples: usize) -> Vec<i16> {
-    (0..samples).map(|i| (8000.0 * (2.0 * std::f64::consts::PI * freq * i as f64 / 16_000.0).sin()) as i16).collect()
+    (0..samples)
+        .map(|i| (8000.0 * (2.0 * std::f64::consts::PI * freq * i as f64 / 16_000.0).sin()) as i16)
+        .collect()
 }
 
 impl Dubber for FakeSts {
@@ -77,10 +106,16 @@ impl Dubber for FakeSts {
         async move {
             let seq = f.sequence_number;
             let n = (f.duration_ms as usize) * 16;
-            let reply = if seq % 2 == 0 {
-                Some(AudioPayload::from_samples(&AudioFormat::pcm_s16le(16_000, 1), &tone16(1000.0, n)))
+            let reply = if seq.is_multiple_of(2) {
+                Some(AudioPayload::from_samples(
+                    &AudioFormat::pcm_s16le(16_000, 1),
+                    &tone16(1000.0, n),
+                ))
             } else if seq == 3 {
-                Some(AudioPayload::from_samples(&AudioFormat::pcm_s16le(22_050, 1), &tone16(1000.0, n)))
+                Some(AudioPayload::from_samples(
+                    &AudioFormat::pcm_s16le(22_050, 1),
+                    &tone16(1000.0, n),
+                ))
             } else {
                 None
             };
@@ -120,7 +155,10 @@ async fn dubbed_audio_is_placed_at_fragment_timestamps_and_missing_answers_fall_
     common::make_clip(&input, 8, 440);
     let output = dir.path().join("out.mkv");
     let (tx, rx) = mpsc::channel(16);
-    let sts = Arc::new(FakeSts { tx, ready: AtomicBool::new(true) });
+    let sts = Arc::new(FakeSts {
+        tx,
+        ready: AtomicBool::new(true),
+    });
     let cfg = WorkerConfig {
         name: "placement".into(),
         input_uri: media_service::pipeline::input_uri(input.to_str().unwrap()).unwrap(),
@@ -140,7 +178,15 @@ async fn dubbed_audio_is_placed_at_fragment_timestamps_and_missing_answers_fall_
     let hook = Arc::new(move |r: &FragmentRecord| r2.lock().unwrap().push(r.clone()));
     let end = tokio::time::timeout(
         Duration::from_secs(40),
-        run_worker(cfg, sts, rx, metrics.clone(), Arc::default(), CancellationToken::new(), Some(hook)),
+        run_worker(
+            cfg,
+            sts,
+            rx,
+            metrics.clone(),
+            Arc::default(),
+            CancellationToken::new(),
+            Some(hook),
+        ),
     )
     .await
     .expect("worker finishes")
@@ -151,23 +197,55 @@ async fn dubbed_audio_is_placed_at_fragment_timestamps_and_missing_answers_fall_
     let statuses: Vec<Outcome> = recs.iter().map(|r| r.status).collect();
     assert_eq!(
         statuses,
-        [Outcome::Processed, Outcome::Fallback, Outcome::Processed, Outcome::Failed],
+        [
+            Outcome::Processed,
+            Outcome::Fallback,
+            Outcome::Processed,
+            Outcome::Failed
+        ],
         "0,2 dubbed; 1 unanswered -> fallback at its deadline; 3 malformed -> failed"
     );
     assert_eq!(recs[0].transcript, "text 0");
     let m = metrics.render();
-    assert_eq!(common::metric(&m, "worker_audio_fragments_total", &["status=\"processed\""]), Some(2.0));
-    assert_eq!(common::metric(&m, "worker_audio_fragments_total", &["status=\"fallback\""]), Some(1.0));
-    assert_eq!(common::metric(&m, "worker_audio_fragments_total", &["status=\"failed\""]), Some(1.0));
+    assert_eq!(
+        common::metric(
+            &m,
+            "worker_audio_fragments_total",
+            &["status=\"processed\""]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        common::metric(&m, "worker_audio_fragments_total", &["status=\"fallback\""]),
+        Some(1.0)
+    );
+    assert_eq!(
+        common::metric(&m, "worker_audio_fragments_total", &["status=\"failed\""]),
+        Some(1.0)
+    );
 
     // The output has H.264 + AAC, same length as the input, A/V aligned.
     let (v, a) = common::probe(&output);
     let (v, a) = (v.expect("video stream"), a.expect("audio stream"));
     assert_eq!(v.codec, "h264");
     assert_eq!(a.codec, "aac");
-    assert!((v.last_end - 8.0).abs() < 0.2, "video ends at {}", v.last_end);
-    assert!((a.last_end - v.last_end).abs() < 0.12, "audio ends at {}, video at {}", a.last_end, v.last_end);
-    assert!((a.first_pts - v.first_pts).abs() < 0.12, "audio starts at {}, video at {}", a.first_pts, v.first_pts);
+    assert!(
+        (v.last_end - 8.0).abs() < 0.2,
+        "video ends at {}",
+        v.last_end
+    );
+    assert!(
+        (a.last_end - v.last_end).abs() < 0.12,
+        "audio ends at {}, video at {}",
+        a.last_end,
+        v.last_end
+    );
+    assert!(
+        (a.first_pts - v.first_pts).abs() < 0.12,
+        "audio starts at {}, video at {}",
+        a.first_pts,
+        v.first_pts
+    );
 
     // Each 2 s window carries the right audio: 1 kHz where dubbed, 440 Hz where original.
     let pcm = common::decode_audio_16k(&output);
@@ -177,9 +255,15 @@ async fn dubbed_audio_is_placed_at_fragment_timestamps_and_missing_answers_fall_
         let p1k = common::tone_power(w, 1000.0);
         let p440 = common::tone_power(w, 440.0);
         if *dubbed {
-            assert!(p1k > 20.0 * p440, "fragment {k} should be dubbed (1 kHz): {p1k} vs {p440}");
+            assert!(
+                p1k > 20.0 * p440,
+                "fragment {k} should be dubbed (1 kHz): {p1k} vs {p440}"
+            );
         } else {
-            assert!(p440 > 20.0 * p1k, "fragment {k} should be original (440 Hz): {p440} vs {p1k}");
+            assert!(
+                p440 > 20.0 * p1k,
+                "fragment {k} should be original (440 Hz): {p440} vs {p1k}"
+            );
         }
     }
     // The seam between dubbed fragment 0 and original fragment 1 is at 2.000 s (within 40 ms).
@@ -188,7 +272,10 @@ async fn dubbed_audio_is_placed_at_fragment_timestamps_and_missing_answers_fall_
         .map(|ms| {
             let s = ms * 16;
             let w = &pcm[s..s + 160];
-            (ms, common::tone_power(w, 440.0) > common::tone_power(w, 1000.0))
+            (
+                ms,
+                common::tone_power(w, 440.0) > common::tone_power(w, 1000.0),
+            )
         })
         .find(|(_, is440)| *is440)
         .map(|(ms, _)| ms)
@@ -212,7 +299,10 @@ async fn sts_unavailable_means_every_fragment_goes_out_original() {
     common::make_clip(&input, 5, 440);
     let output = dir.path().join("out.flv");
     let (tx, rx) = mpsc::channel(16);
-    let sts = Arc::new(FakeSts { tx, ready: AtomicBool::new(false) });
+    let sts = Arc::new(FakeSts {
+        tx,
+        ready: AtomicBool::new(false),
+    });
     let cfg = WorkerConfig {
         name: "down".into(),
         input_uri: media_service::pipeline::input_uri(input.to_str().unwrap()).unwrap(),
@@ -227,18 +317,47 @@ async fn sts_unavailable_means_every_fragment_goes_out_original() {
         segment_dir: None,
     };
     let metrics = Arc::new(Metrics::new());
-    let end = tokio::time::timeout(Duration::from_secs(30), run_worker(cfg, sts, rx, metrics.clone(), Arc::default(), CancellationToken::new(), None))
-        .await
-        .expect("finishes")
-        .expect("succeeds");
+    let end = tokio::time::timeout(
+        Duration::from_secs(30),
+        run_worker(
+            cfg,
+            sts,
+            rx,
+            metrics.clone(),
+            Arc::default(),
+            CancellationToken::new(),
+            None,
+        ),
+    )
+    .await
+    .expect("finishes")
+    .expect("succeeds");
     assert_eq!(end, WorkerEnd::Finished);
     let m = metrics.render();
-    assert_eq!(common::metric(&m, "worker_audio_fragments_total", &["status=\"fallback\""]), Some(3.0), "{m}");
-    assert_eq!(common::metric(&m, "worker_audio_fragments_total", &["status=\"processed\""]), None);
+    assert_eq!(
+        common::metric(&m, "worker_audio_fragments_total", &["status=\"fallback\""]),
+        Some(3.0),
+        "{m}"
+    );
+    assert_eq!(
+        common::metric(
+            &m,
+            "worker_audio_fragments_total",
+            &["status=\"processed\""]
+        ),
+        None
+    );
     let pcm = common::decode_audio_16k(&output);
-    assert!(pcm.len() > 16_000 * 4, "output audio is {} samples", pcm.len());
+    assert!(
+        pcm.len() > 16_000 * 4,
+        "output audio is {} samples",
+        pcm.len()
+    );
     let w = &pcm[16_000..48_000];
-    assert!(common::tone_power(w, 440.0) > 100.0 * common::tone_power(w, 1000.0), "original audio passes through");
+    assert!(
+        common::tone_power(w, 440.0) > 100.0 * common::tone_power(w, 1000.0),
+        "original audio passes through"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,7 +367,10 @@ async fn cancel_stops_a_running_worker_promptly() {
     let input = dir.path().join("in.mp4");
     common::make_clip(&input, 20, 440);
     let (tx, rx) = mpsc::channel(16);
-    let sts = Arc::new(FakeSts { tx, ready: AtomicBool::new(true) });
+    let sts = Arc::new(FakeSts {
+        tx,
+        ready: AtomicBool::new(true),
+    });
     let cfg = WorkerConfig {
         name: "cancel".into(),
         input_uri: media_service::pipeline::input_uri(input.to_str().unwrap()).unwrap(),
@@ -270,11 +392,17 @@ async fn cancel_stops_a_running_worker_promptly() {
     });
     let t0 = std::time::Instant::now();
     let metrics = Arc::new(Metrics::new());
-    let end = tokio::time::timeout(Duration::from_secs(15), run_worker(cfg, sts, rx, metrics.clone(), Arc::default(), cancel, None))
-        .await
-        .expect("cancel is honoured")
-        .expect("no error");
+    let end = tokio::time::timeout(
+        Duration::from_secs(15),
+        run_worker(cfg, sts, rx, metrics.clone(), Arc::default(), cancel, None),
+    )
+    .await
+    .expect("cancel is honoured")
+    .expect("no error");
     assert_eq!(end, WorkerEnd::Cancelled);
     assert!(t0.elapsed() < Duration::from_secs(8));
-    assert_eq!(common::metric(&metrics.render(), "worker_active_workers", &[]), Some(0.0));
+    assert_eq!(
+        common::metric(&metrics.render(), "worker_active_workers", &[]),
+        Some(0.0)
+    );
 }

@@ -24,10 +24,23 @@ struct Stack {
 
 fn start_stack(echo_delay_ms: u64, discovery: bool) -> Stack {
     let dir = tempfile::tempdir().unwrap();
-    let (rtsp, rtmp, api, http, sts_port) = (free_port(), free_port(), free_port(), free_port(), free_port());
+    let (rtsp, rtmp, api, http, sts_port) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
     let xiu = Proc::spawn(
         "xiu",
-        Command::new(common::xiu_bin()).args(["--rtsp-port", &rtsp.to_string(), "--rtmp-port", &rtmp.to_string(), "--api-port", &api.to_string()]),
+        Command::new(common::xiu_bin()).args([
+            "--rtsp-port",
+            &rtsp.to_string(),
+            "--rtmp-port",
+            &rtmp.to_string(),
+            "--api-port",
+            &api.to_string(),
+        ]),
         dir.path(),
     );
     let sts = Proc::spawn(
@@ -40,8 +53,12 @@ fn start_stack(echo_delay_ms: u64, discovery: bool) -> Stack {
             .env("LOG_LEVEL", "INFO"),
         dir.path(),
     );
-    wait_until(Duration::from_secs(20), "xiu-lite API", || http_get(api, "/v3/paths/list").is_some_and(|(c, _)| c == 200));
-    wait_until(Duration::from_secs(30), "sts-service /health", || http_get(sts_port, "/health").is_some_and(|(c, _)| c == 200));
+    wait_until(Duration::from_secs(20), "xiu-lite API", || {
+        http_get(api, "/v3/paths/list").is_some_and(|(c, _)| c == 200)
+    });
+    wait_until(Duration::from_secs(30), "sts-service /health", || {
+        http_get(sts_port, "/health").is_some_and(|(c, _)| c == 200)
+    });
     let ms = Proc::spawn(
         "media-service",
         Command::new(common::media_bin())
@@ -60,8 +77,19 @@ fn start_stack(echo_delay_ms: u64, discovery: bool) -> Stack {
             .env("LOG_LEVEL", "INFO"),
         dir.path(),
     );
-    wait_until(Duration::from_secs(20), "media-service /health", || http_get(http, "/health").is_some_and(|(c, _)| c == 200));
-    Stack { dir, rtsp, rtmp, api, http, _xiu: xiu, _sts: sts, ms }
+    wait_until(Duration::from_secs(20), "media-service /health", || {
+        http_get(http, "/health").is_some_and(|(c, _)| c == 200)
+    });
+    Stack {
+        dir,
+        rtsp,
+        rtmp,
+        api,
+        http,
+        _xiu: xiu,
+        _sts: sts,
+        ms,
+    }
 }
 
 impl Stack {
@@ -80,26 +108,39 @@ impl Stack {
     /// Waits for `live/<name>/out` on the media server, then records it until it ends.
     fn record_output(&self, name: &str) -> PathBuf {
         let out_path = format!("live/{name}/out");
-        wait_until(Duration::from_secs(40), "the dubbed output to appear on the media server", || {
-            http_get(self.api, "/v3/paths/list").is_some_and(|(_, b)| b.contains(&out_path))
-        });
+        wait_until(
+            Duration::from_secs(40),
+            "the dubbed output to appear on the media server",
+            || http_get(self.api, "/v3/paths/list").is_some_and(|(_, b)| b.contains(&out_path)),
+        );
         let file = self.dir.path().join(format!("{name}-out.flv"));
         let mut rec = Proc::spawn(
             &format!("record-{name}"),
             Command::new("ffmpeg")
                 .args(["-v", "error", "-y", "-rtmp_app", "live", "-rtmp_playpath"])
                 .arg(format!("{name}/out"))
-                .args(["-i", &format!("rtmp://127.0.0.1:{}", self.rtmp), "-c", "copy"])
+                .args([
+                    "-i",
+                    &format!("rtmp://127.0.0.1:{}", self.rtmp),
+                    "-c",
+                    "copy",
+                ])
                 .arg(&file),
             self.dir.path(),
         );
         let st = rec.wait_exit(Duration::from_secs(60));
-        assert!(st.is_some(), "recording did not end: the output never closed; media-service log:\n{}", self.ms.log_text());
+        assert!(
+            st.is_some(),
+            "recording did not end: the output never closed; media-service log:\n{}",
+            self.ms.log_text()
+        );
         file
     }
 
     fn metrics(&self) -> String {
-        http_get(self.http, "/metrics").map(|(_, b)| b).unwrap_or_default()
+        http_get(self.http, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
     }
 }
 
@@ -118,28 +159,65 @@ fn rtsp_in_rtmp_out_dubbed_in_sync_via_control_api() {
     common::make_sync_clip(&clip, 20);
     let _pub = stack.publish(&clip, name);
     std::thread::sleep(Duration::from_millis(1500));
-    let (code, body) = http_send(stack.http, "POST", "/v1/streams", &format!(r#"{{"name":"{name}"}}"#)).unwrap();
+    let (code, body) = http_send(
+        stack.http,
+        "POST",
+        "/v1/streams",
+        &format!(r#"{{"name":"{name}"}}"#),
+    )
+    .unwrap();
     assert_eq!(code, 201, "{body}");
-    let (code, _) = http_send(stack.http, "POST", "/v1/streams", &format!(r#"{{"name":"{name}"}}"#)).unwrap();
+    let (code, _) = http_send(
+        stack.http,
+        "POST",
+        "/v1/streams",
+        &format!(r#"{{"name":"{name}"}}"#),
+    )
+    .unwrap();
     assert_eq!(code, 409, "a running stream cannot be added twice");
 
     let rec = stack.record_output(name);
     let (v, a) = common::probe(&rec);
-    let (v, a) = (v.expect("H.264 video in the output"), a.expect("AAC audio in the output"));
+    let (v, a) = (
+        v.expect("H.264 video in the output"),
+        a.expect("AAC audio in the output"),
+    );
     assert_eq!((v.codec.as_str(), a.codec.as_str()), ("h264", "aac"));
     let dur = v.last_end - v.first_pts;
     // The recorder joins once the output is listed, losing up to a GOP and the join time.
-    assert!(dur > 16.0 && dur < 21.0, "output video lasts {dur:.2} s for a 20 s input");
+    assert!(
+        dur > 16.0 && dur < 21.0,
+        "output video lasts {dur:.2} s for a 20 s input"
+    );
     let offsets = common::av_offsets(&rec);
     assert!(offsets.len() >= 14, "flash/beep pairs found: {offsets:?}");
     let worst = offsets.iter().fold(0.0f64, |m, o| m.max(o.abs()));
     eprintln!("A/V offsets at the output (s): {offsets:?}; worst {worst:.3}");
-    assert!(worst < 0.12, "A/V offset {worst:.3} s exceeds 120 ms: {offsets:?}");
+    assert!(
+        worst < 0.12,
+        "A/V offset {worst:.3} s exceeds 120 ms: {offsets:?}"
+    );
 
     let m = stack.metrics();
-    let processed = metric(&m, "worker_audio_fragments_total", &["status=\"processed\"", name]).unwrap_or(0.0);
-    assert!(processed >= 4.0, "echo STS answers in time: processed = {processed}\n{m}");
-    assert!(metric(&m, "worker_audio_fragments_total", &["status=\"fallback\"", name]).unwrap_or(0.0) <= 1.0);
+    let processed = metric(
+        &m,
+        "worker_audio_fragments_total",
+        &["status=\"processed\"", name],
+    )
+    .unwrap_or(0.0);
+    assert!(
+        processed >= 4.0,
+        "echo STS answers in time: processed = {processed}\n{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            "worker_audio_fragments_total",
+            &["status=\"fallback\"", name]
+        )
+        .unwrap_or(0.0)
+            <= 1.0
+    );
     let sync = metric(&m, "worker_av_sync_delta_ms", &[name]).expect("sync gauge");
     assert!(sync < 120.0, "worker_av_sync_delta_ms = {sync}");
     assert!(metric(&m, "worker_sts_roundtrip_seconds_count", &[]).unwrap_or(0.0) >= 4.0);
@@ -152,7 +230,10 @@ fn rtsp_in_rtmp_out_dubbed_in_sync_via_control_api() {
     wait_until(Duration::from_secs(15), "the worker to finish", || {
         http_get(stack.http, "/health").is_some_and(|(_, b)| b.contains("\"finished\""))
     });
-    assert_eq!(metric(&stack.metrics(), "worker_active_workers", &[]), Some(0.0));
+    assert_eq!(
+        metric(&stack.metrics(), "worker_active_workers", &[]),
+        Some(0.0)
+    );
     let (code, _) = http_send(stack.http, "DELETE", &format!("/v1/streams/{name}"), "").unwrap();
     assert_eq!(code, 204);
     let (code, _) = http_send(stack.http, "DELETE", &format!("/v1/streams/{name}"), "").unwrap();
@@ -170,16 +251,36 @@ fn sts_too_slow_output_keeps_original_audio_and_counts_fallbacks() {
     let rec = stack.record_output(name);
     let (v, a) = common::probe(&rec);
     let (v, a) = (v.expect("video"), a.expect("audio"));
-    assert!(v.last_end - v.first_pts > 16.0, "video lasts {}", v.last_end - v.first_pts);
-    assert!(a.last_end - a.first_pts > 16.0, "audio lasts {}", a.last_end - a.first_pts);
+    assert!(
+        v.last_end - v.first_pts > 16.0,
+        "video lasts {}",
+        v.last_end - v.first_pts
+    );
+    assert!(
+        a.last_end - a.first_pts > 16.0,
+        "audio lasts {}",
+        a.last_end - a.first_pts
+    );
     // Original audio is there: beeps line up with flashes.
     let offsets = common::av_offsets(&rec);
     assert!(offsets.len() >= 14, "{offsets:?}");
     assert!(offsets.iter().all(|o| o.abs() < 0.12), "{offsets:?}");
     let m = stack.metrics();
-    let fallback = metric(&m, "worker_audio_fragments_total", &["status=\"fallback\"", name]).unwrap_or(0.0);
+    let fallback = metric(
+        &m,
+        "worker_audio_fragments_total",
+        &["status=\"fallback\"", name],
+    )
+    .unwrap_or(0.0);
     assert!(fallback >= 4.0, "fallbacks = {fallback}\n{m}");
-    assert_eq!(metric(&m, "worker_audio_fragments_total", &["status=\"processed\"", name]), None);
+    assert_eq!(
+        metric(
+            &m,
+            "worker_audio_fragments_total",
+            &["status=\"processed\"", name]
+        ),
+        None
+    );
 }
 
 #[test]
@@ -188,10 +289,15 @@ fn dub_subcommand_file_to_file_with_echo_sts() {
     let sts_port = free_port();
     let _sts = Proc::spawn(
         "sts",
-        Command::new(common::sts_bin()).env("STS_MODE", "echo").env("STS_PORT", sts_port.to_string()).env("HOST", "127.0.0.1"),
+        Command::new(common::sts_bin())
+            .env("STS_MODE", "echo")
+            .env("STS_PORT", sts_port.to_string())
+            .env("HOST", "127.0.0.1"),
         dir.path(),
     );
-    wait_until(Duration::from_secs(30), "sts-service /health", || http_get(sts_port, "/health").is_some_and(|(c, _)| c == 200));
+    wait_until(Duration::from_secs(30), "sts-service /health", || {
+        http_get(sts_port, "/health").is_some_and(|(c, _)| c == 200)
+    });
     let clip = dir.path().join("in.mp4");
     common::make_sync_clip(&clip, 9);
     let out = dir.path().join("dubbed.mp4");
@@ -209,43 +315,83 @@ fn dub_subcommand_file_to_file_with_echo_sts() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&res.stderr);
     assert!(res.status.success(), "dub failed: {stderr}");
-    assert!(stderr.contains("fragment   0: dubbed"), "progress lines: {stderr}");
+    assert!(
+        stderr.contains("fragment   0: dubbed"),
+        "progress lines: {stderr}"
+    );
     let (v, a) = common::probe(&out);
     let (v, a) = (v.expect("video"), a.expect("audio"));
     assert_eq!((v.codec.as_str(), a.codec.as_str()), ("h264", "aac"));
-    assert!((v.last_end - 9.0).abs() < 0.2, "video ends at {}", v.last_end);
-    assert!((a.last_end - 9.0).abs() < 0.2, "audio ends at {}", a.last_end);
+    assert!(
+        (v.last_end - 9.0).abs() < 0.2,
+        "video ends at {}",
+        v.last_end
+    );
+    assert!(
+        (a.last_end - 9.0).abs() < 0.2,
+        "audio ends at {}",
+        a.last_end
+    );
     let offsets = common::av_offsets(&out);
     assert_eq!(offsets.len(), 9, "{offsets:?}");
     assert!(offsets.iter().all(|o| o.abs() < 0.12), "{offsets:?}");
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(format!("{}.report.json", out.display())).unwrap()).unwrap();
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}.report.json", out.display())).unwrap(),
+    )
+    .unwrap();
     assert_eq!(report["fragments"].as_array().map(|a| a.len()), Some(3));
     assert_eq!(report["processed"], 3);
 }
 
 #[test]
 fn bad_configuration_is_one_clear_line() {
-    let res = Command::new(common::media_bin()).env("FRAGMENT_DURATION_MS", "six").output().unwrap();
+    let res = Command::new(common::media_bin())
+        .env("FRAGMENT_DURATION_MS", "six")
+        .output()
+        .unwrap();
     assert_eq!(res.status.code(), Some(2));
     let err = String::from_utf8_lossy(&res.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("FRAGMENT_DURATION_MS='six'") && err.contains("1000 to 30000"), "{err}");
-    let res = Command::new(common::media_bin()).env("OUTPUT_DELAY_MS", "3000").output().unwrap();
+    assert!(
+        err.contains("FRAGMENT_DURATION_MS='six'") && err.contains("1000 to 30000"),
+        "{err}"
+    );
+    let res = Command::new(common::media_bin())
+        .env("OUTPUT_DELAY_MS", "3000")
+        .output()
+        .unwrap();
     assert_eq!(res.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&res.stderr).contains("OUTPUT_DELAY_MS=3000"));
 }
 
 #[test]
 fn print_env_contract_is_json_from_the_parser() {
-    let res = Command::new(common::media_bin()).arg("--print-env-contract").output().unwrap();
+    let res = Command::new(common::media_bin())
+        .arg("--print-env-contract")
+        .output()
+        .unwrap();
     assert!(res.status.success());
     let v: serde_json::Value = serde_json::from_slice(&res.stdout).expect("JSON");
     let arr = v.as_array().expect("array");
     let names: Vec<&str> = arr.iter().filter_map(|e| e["name"].as_str()).collect();
-    for n in ["MEDIAMTX_HOST", "MEDIAMTX_RTSP_PORT", "MEDIAMTX_RTMP_PORT", "MEDIAMTX_API_PORT", "MEDIA_SERVICE_PORT", "STS_SERVICE_URL", "LOG_LEVEL", "SEGMENT_DIR", "FRAGMENT_DURATION_MS", "OUTPUT_DELAY_MS"] {
+    for n in [
+        "MEDIAMTX_HOST",
+        "MEDIAMTX_RTSP_PORT",
+        "MEDIAMTX_RTMP_PORT",
+        "MEDIAMTX_API_PORT",
+        "MEDIA_SERVICE_PORT",
+        "STS_SERVICE_URL",
+        "LOG_LEVEL",
+        "SEGMENT_DIR",
+        "FRAGMENT_DURATION_MS",
+        "OUTPUT_DELAY_MS",
+    ] {
         assert!(names.contains(&n), "{n} missing from {names:?}");
     }
-    let rtsp = arr.iter().find(|e| e["name"] == "MEDIAMTX_RTSP_PORT").unwrap();
+    let rtsp = arr
+        .iter()
+        .find(|e| e["name"] == "MEDIAMTX_RTSP_PORT")
+        .unwrap();
     assert_eq!(rtsp["default"], "8554");
     assert!(rtsp["meaning"].as_str().unwrap().contains("RTSP"));
 }

@@ -22,8 +22,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use sts_protocol::{
-    events, Backpressure, ControlAck, ErrorEvent, FragmentAck, FragmentData, FragmentProcessed, StreamComplete,
-    StreamControl, StreamInit, StreamInitAck,
+    events, Backpressure, ControlAck, ErrorEvent, FragmentAck, FragmentData, FragmentProcessed,
+    StreamComplete, StreamControl, StreamInit, StreamInitAck,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -230,7 +230,9 @@ impl StsClient {
 
     /// Connects once (no background retries of the first connection; reconnection after
     /// a later drop still happens). Fails if the server is unreachable or refuses.
-    pub async fn connect(cfg: StsClientConfig) -> Result<(Self, mpsc::Receiver<ClientEvent>), ConnectError> {
+    pub async fn connect(
+        cfg: StsClientConfig,
+    ) -> Result<(Self, mpsc::Receiver<ClientEvent>), ConnectError> {
         let (tx, rx) = mpsc::channel(cfg.event_capacity);
         let inner = Arc::new(Inner {
             cfg,
@@ -265,13 +267,20 @@ impl StsClient {
     async fn try_connect(&self, tx: mpsc::Sender<ClientEvent>) -> Result<(), ConnectError> {
         let cfg = &self.inner.cfg;
         let (wtx, wrx) = oneshot::channel();
-        *self.inner.connect_waiter.lock().unwrap_or_else(|p| p.into_inner()) = Some(wtx);
+        *self
+            .inner
+            .connect_waiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(wtx);
 
         let mut b = ClientBuilder::new(cfg.url.clone())
             .namespace("/")
             .reconnect(true)
             .reconnect_on_disconnect(true)
-            .reconnect_delay(cfg.reconnect_min.as_millis() as u64, cfg.reconnect_max.as_millis() as u64);
+            .reconnect_delay(
+                cfg.reconnect_min.as_millis() as u64,
+                cfg.reconnect_max.as_millis() as u64,
+            );
         if let Some(t) = &cfg.auth_token {
             b = b.auth(serde_json::json!({ "token": t }));
         }
@@ -283,7 +292,12 @@ impl StsClient {
             async move {
                 inner.connected.store(true, Ordering::Relaxed);
                 let generation = inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
-                if let Some(w) = inner.connect_waiter.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                if let Some(w) = inner
+                    .connect_waiter
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                {
                     let _ = w.send(Ok(()));
                 }
                 info!(url = %inner.cfg.url, generation, "connected to the STS");
@@ -303,7 +317,9 @@ impl StsClient {
             async move {
                 if inner.connected.swap(false, Ordering::Relaxed) {
                     warn!(url = %inner.cfg.url, "STS closed the connection");
-                    let _ = tx.try_send(ClientEvent::Disconnected { reason: "closed by the server".into() });
+                    let _ = tx.try_send(ClientEvent::Disconnected {
+                        reason: "closed by the server".into(),
+                    });
                 }
             }
             .boxed()
@@ -352,15 +368,24 @@ impl StsClient {
                 let name = ev.as_str().to_string();
                 let v = first_value(p);
                 let out = match name.as_str() {
-                    events::FRAGMENT_PROCESSED => parse::<FragmentProcessed>(v.clone()).map(|x| ClientEvent::Processed(Box::new(x))),
-                    events::BACKPRESSURE => parse::<Backpressure>(v.clone()).map(ClientEvent::Backpressure),
-                    events::STREAM_COMPLETE => parse::<StreamComplete>(v.clone()).map(ClientEvent::Complete),
+                    events::FRAGMENT_PROCESSED => parse::<FragmentProcessed>(v.clone())
+                        .map(|x| ClientEvent::Processed(Box::new(x))),
+                    events::BACKPRESSURE => {
+                        parse::<Backpressure>(v.clone()).map(ClientEvent::Backpressure)
+                    }
+                    events::STREAM_COMPLETE => {
+                        parse::<StreamComplete>(v.clone()).map(ClientEvent::Complete)
+                    }
                     _ => {
                         debug!(event = %name, "ignoring unknown STS event");
                         return;
                     }
                 };
-                let ev = out.unwrap_or_else(|error| ClientEvent::Malformed { event: name, payload: v, error });
+                let ev = out.unwrap_or_else(|error| ClientEvent::Malformed {
+                    event: name,
+                    payload: v,
+                    error,
+                });
                 if let Err(e) = tx.try_send(ev) {
                     warn!(error = %e, "STS event channel full or closed; event dropped");
                 }
@@ -368,20 +393,36 @@ impl StsClient {
             .boxed()
         });
 
-        let client = b.connect().await.map_err(|source| ConnectError::Transport { url: cfg.url.clone(), source })?;
+        let client = b
+            .connect()
+            .await
+            .map_err(|source| ConnectError::Transport {
+                url: cfg.url.clone(),
+                source,
+            })?;
         match tokio::time::timeout(cfg.connect_timeout, wrx).await {
             Ok(Ok(Ok(()))) => {
                 *self.inner.client.write().await = Some(client);
-                let _ = tx.send(ClientEvent::Connected { generation: self.generation() }).await;
+                let _ = tx
+                    .send(ClientEvent::Connected {
+                        generation: self.generation(),
+                    })
+                    .await;
                 Ok(())
             }
             Ok(Ok(Err(message))) => {
                 let _ = client.disconnect().await;
-                Err(ConnectError::Refused { url: cfg.url.clone(), message })
+                Err(ConnectError::Refused {
+                    url: cfg.url.clone(),
+                    message,
+                })
             }
             _ => {
                 let _ = client.disconnect().await;
-                Err(ConnectError::Timeout { url: cfg.url.clone(), timeout: cfg.connect_timeout })
+                Err(ConnectError::Timeout {
+                    url: cfg.url.clone(),
+                    timeout: cfg.connect_timeout,
+                })
             }
         }
     }
@@ -396,13 +437,20 @@ impl StsClient {
         self.inner.generation.load(Ordering::Relaxed)
     }
 
-    async fn request<T: Serialize, A: DeserializeOwned>(&self, event: &'static str, body: &T) -> Result<A, AckError> {
+    async fn request<T: Serialize, A: DeserializeOwned>(
+        &self,
+        event: &'static str,
+        body: &T,
+    ) -> Result<A, AckError> {
         let guard = self.inner.client.read().await;
         let client = guard.as_ref().ok_or(AckError::NotConnected)?;
         if !self.is_connected() {
             return Err(AckError::NotConnected);
         }
-        let value = serde_json::to_value(body).map_err(|e| AckError::Decode { event, message: e.to_string() })?;
+        let value = serde_json::to_value(body).map_err(|e| AckError::Decode {
+            event,
+            message: e.to_string(),
+        })?;
         let (tx, rx) = oneshot::channel::<Value>();
         let slot = Arc::new(Mutex::new(Some(tx)));
         let timeout = self.inner.cfg.ack_timeout;
@@ -423,33 +471,51 @@ impl StsClient {
             .await
             .map_err(|_| AckError::Timeout { event, timeout })?
             .map_err(|_| AckError::Timeout { event, timeout })?;
-        serde_json::from_value::<A>(v.clone()).map_err(|e| AckError::Decode { event, message: format!("{e}: {v}") })
+        serde_json::from_value::<A>(v.clone()).map_err(|e| AckError::Decode {
+            event,
+            message: format!("{e}: {v}"),
+        })
     }
 
     /// `stream:init`; returns the server's `ready` ack or the rejection as an error.
     pub async fn init_stream(&self, init: &StreamInit) -> Result<StreamInitAck, AckError> {
         let ack: StreamInitAck = self.request(events::STREAM_INIT, init).await?;
         if let StreamInitAck::Rejected { error } = &ack {
-            return Err(AckError::Rejected { event: events::STREAM_INIT, code: error.code.as_str().into(), message: error.message.clone() });
+            return Err(AckError::Rejected {
+                event: events::STREAM_INIT,
+                code: error.code.as_str().into(),
+                message: error.message.clone(),
+            });
         }
         Ok(ack)
     }
 
     /// `fragment:data`; `Ok` when accepted (one `fragment:processed` will follow).
     pub async fn send_fragment(&self, fragment: &FragmentData) -> Result<(), AckError> {
-        match self.request::<_, FragmentAck>(events::FRAGMENT_DATA, fragment).await? {
+        match self
+            .request::<_, FragmentAck>(events::FRAGMENT_DATA, fragment)
+            .await?
+        {
             FragmentAck::Accepted => Ok(()),
-            FragmentAck::Rejected { error } => {
-                Err(AckError::Rejected { event: events::FRAGMENT_DATA, code: error.code.as_str().into(), message: error.message })
-            }
+            FragmentAck::Rejected { error } => Err(AckError::Rejected {
+                event: events::FRAGMENT_DATA,
+                code: error.code.as_str().into(),
+                message: error.message,
+            }),
         }
     }
 
     async fn control(&self, event: &'static str, stream_id: &str) -> Result<(), AckError> {
-        let body = StreamControl { stream_id: stream_id.to_string() };
+        let body = StreamControl {
+            stream_id: stream_id.to_string(),
+        };
         match self.request::<_, ControlAck>(event, &body).await? {
             ControlAck::Ok => Ok(()),
-            ControlAck::Rejected { error } => Err(AckError::Rejected { event, code: error.code.as_str().into(), message: error.message }),
+            ControlAck::Rejected { error } => Err(AckError::Rejected {
+                event,
+                code: error.code.as_str().into(),
+                message: error.message,
+            }),
         }
     }
 

@@ -15,8 +15,14 @@ fn sts_bin() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/cache/livedub/target"))
         .join("debug/sts-service");
-    let p = std::env::var_os("STS_SERVICE_BIN").map(PathBuf::from).unwrap_or(default);
-    assert!(p.is_file(), "STS_SERVICE_BIN: {} not found; build it with `cargo build -p sts-service`", p.display());
+    let p = std::env::var_os("STS_SERVICE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or(default);
+    assert!(
+        p.is_file(),
+        "STS_SERVICE_BIN: {} not found; build it with `cargo build -p sts-service`",
+        p.display()
+    );
     p
 }
 
@@ -30,19 +36,35 @@ impl Drop for Server {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn start_server(port: u16, token: Option<&str>) -> Server {
     let mut cmd = Command::new(sts_bin());
-    cmd.env("STS_MODE", "echo").env("STS_PORT", port.to_string()).env("HOST", "127.0.0.1").env("LOG_LEVEL", "WARN");
+    cmd.env("STS_MODE", "echo")
+        .env("STS_PORT", port.to_string())
+        .env("HOST", "127.0.0.1")
+        .env("LOG_LEVEL", "WARN");
     if let Some(t) = token {
         cmd.env("STS_AUTH_TOKEN", t);
     }
-    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start sts-service");
+    // Wrapped at once so that Drop kills and reaps it on every path, panics included.
+    let server = Server(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sts-service"),
+    );
     for _ in 0..150 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return Server(child);
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return server;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -79,7 +101,11 @@ fn cfg(port: u16) -> StsClientConfig {
     c
 }
 
-async fn next_matching(rx: &mut mpsc::Receiver<ClientEvent>, what: &str, mut f: impl FnMut(&ClientEvent) -> bool) -> ClientEvent {
+async fn next_matching(
+    rx: &mut mpsc::Receiver<ClientEvent>,
+    what: &str,
+    mut f: impl FnMut(&ClientEvent) -> bool,
+) -> ClientEvent {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -96,31 +122,62 @@ async fn init_send_receive_and_monitor() {
     let port = free_port();
     let _srv = start_server(port, None).await;
     let (client, mut rx) = StsClient::connect(cfg(port)).await.expect("connects");
-    next_matching(&mut rx, "Connected", |e| matches!(e, ClientEvent::Connected { generation: 1 })).await;
-    let (monitor, mut mrx) = StsClient::connect(cfg(port)).await.expect("monitor connects");
+    next_matching(&mut rx, "Connected", |e| {
+        matches!(e, ClientEvent::Connected { generation: 1 })
+    })
+    .await;
+    let (monitor, mut mrx) = StsClient::connect(cfg(port))
+        .await
+        .expect("monitor connects");
     match client.init_stream(&init("c1")).await.expect("init ok") {
-        StreamInitAck::Ready { max_inflight, protocol_version, .. } => {
+        StreamInitAck::Ready {
+            max_inflight,
+            protocol_version,
+            ..
+        } => {
             assert!(max_inflight >= 1);
             assert_eq!(protocol_version, sts_protocol::PROTOCOL_VERSION);
         }
         other => panic!("unexpected {other:?}"),
     }
     monitor.subscribe_monitor("c1").await.expect("subscribe");
-    client.send_fragment(&fragment("c1", 0)).await.expect("accepted");
-    let ev = next_matching(&mut rx, "fragment:processed", |e| matches!(e, ClientEvent::Processed(_))).await;
-    let ClientEvent::Processed(p) = ev else { unreachable!() };
+    client
+        .send_fragment(&fragment("c1", 0))
+        .await
+        .expect("accepted");
+    let ev = next_matching(&mut rx, "fragment:processed", |e| {
+        matches!(e, ClientEvent::Processed(_))
+    })
+    .await;
+    let ClientEvent::Processed(p) = ev else {
+        unreachable!()
+    };
     assert_eq!(p.sequence_number, 0);
     assert_eq!(p.dubbed_audio.as_ref().unwrap().sample_rate_hz, 16_000);
     // The monitor receives a copy.
-    let ev = next_matching(&mut mrx, "monitor copy", |e| matches!(e, ClientEvent::Processed(_))).await;
-    let ClientEvent::Processed(p) = ev else { unreachable!() };
+    let ev = next_matching(&mut mrx, "monitor copy", |e| {
+        matches!(e, ClientEvent::Processed(_))
+    })
+    .await;
+    let ClientEvent::Processed(p) = ev else {
+        unreachable!()
+    };
     assert_eq!(p.stream_id, "c1");
     // A fragment for an unknown stream is rejected with a reason, and the connection lives on.
-    let err = client.send_fragment(&fragment("nope", 0)).await.unwrap_err();
+    let err = client
+        .send_fragment(&fragment("nope", 0))
+        .await
+        .unwrap_err();
     assert!(matches!(err, AckError::Rejected { .. }), "{err}");
-    client.send_fragment(&fragment("c1", 1)).await.expect("still usable");
+    client
+        .send_fragment(&fragment("c1", 1))
+        .await
+        .expect("still usable");
     client.end_stream("c1").await.expect("end");
-    next_matching(&mut rx, "stream:complete", |e| matches!(e, ClientEvent::Complete(_))).await;
+    next_matching(&mut rx, "stream:complete", |e| {
+        matches!(e, ClientEvent::Complete(_))
+    })
+    .await;
     client.close().await;
     monitor.close().await;
 }
@@ -148,24 +205,55 @@ async fn reconnects_after_the_server_restarts() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(!client.is_connected());
     let srv = start_server(port, None).await;
-    next_matching(&mut rx, "first connection", |e| matches!(e, ClientEvent::Connected { .. })).await;
+    next_matching(&mut rx, "first connection", |e| {
+        matches!(e, ClientEvent::Connected { .. })
+    })
+    .await;
     client.init_stream(&init("r1")).await.expect("init");
-    client.send_fragment(&fragment("r1", 0)).await.expect("accepted");
-    next_matching(&mut rx, "processed before restart", |e| matches!(e, ClientEvent::Processed(_))).await;
+    client
+        .send_fragment(&fragment("r1", 0))
+        .await
+        .expect("accepted");
+    next_matching(&mut rx, "processed before restart", |e| {
+        matches!(e, ClientEvent::Processed(_))
+    })
+    .await;
 
     drop(srv); // kill -9
-    next_matching(&mut rx, "Disconnected", |e| matches!(e, ClientEvent::Disconnected { .. })).await;
+    next_matching(&mut rx, "Disconnected", |e| {
+        matches!(e, ClientEvent::Disconnected { .. })
+    })
+    .await;
     assert!(!client.is_connected());
-    assert!(matches!(client.send_fragment(&fragment("r1", 1)).await, Err(AckError::NotConnected)));
+    assert!(matches!(
+        client.send_fragment(&fragment("r1", 1)).await,
+        Err(AckError::NotConnected)
+    ));
 
     let _srv2 = start_server(port, None).await;
-    let ev = next_matching(&mut rx, "reconnection", |e| matches!(e, ClientEvent::Connected { .. })).await;
-    let ClientEvent::Connected { generation } = ev else { unreachable!() };
+    let ev = next_matching(&mut rx, "reconnection", |e| {
+        matches!(e, ClientEvent::Connected { .. })
+    })
+    .await;
+    let ClientEvent::Connected { generation } = ev else {
+        unreachable!()
+    };
     assert!(generation >= 2, "generation {generation}");
-    client.init_stream(&init("r1")).await.expect("init after restart");
-    client.send_fragment(&fragment("r1", 2)).await.expect("accepted after restart");
-    let ev = next_matching(&mut rx, "processed after restart", |e| matches!(e, ClientEvent::Processed(_))).await;
-    let ClientEvent::Processed(p) = ev else { unreachable!() };
+    client
+        .init_stream(&init("r1"))
+        .await
+        .expect("init after restart");
+    client
+        .send_fragment(&fragment("r1", 2))
+        .await
+        .expect("accepted after restart");
+    let ev = next_matching(&mut rx, "processed after restart", |e| {
+        matches!(e, ClientEvent::Processed(_))
+    })
+    .await;
+    let ClientEvent::Processed(p) = ev else {
+        unreachable!()
+    };
     assert_eq!(p.sequence_number, 2);
     client.close().await;
 }

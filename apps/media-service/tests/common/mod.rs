@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 /// `$CARGO_TARGET_DIR` or the shared default.
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/cache/livedub/target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/livedub/target"))
 }
 
 /// A binary from an env var or a default path; panics (fails the test) with a clear message.
@@ -29,7 +31,11 @@ pub fn xiu_bin() -> PathBuf {
 
 /// The STS.
 pub fn sts_bin() -> PathBuf {
-    binary("STS_SERVICE_BIN", target_dir().join("debug/sts-service"), "Build it with `cargo build -p sts-service` (or set STS_SERVICE_BIN).")
+    binary(
+        "STS_SERVICE_BIN",
+        target_dir().join("debug/sts-service"),
+        "Build it with `cargo build -p sts-service` (or set STS_SERVICE_BIN).",
+    )
 }
 
 /// This crate's binary.
@@ -39,7 +45,11 @@ pub fn media_bin() -> PathBuf {
 
 /// A free TCP port on loopback (bind :0, read, release).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind :0").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind :0")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// A child process killed when dropped; its output goes to a log file.
@@ -59,7 +69,11 @@ impl Proc {
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Self { name: name.into(), child, log }
+        Self {
+            name: name.into(),
+            child,
+            log,
+        }
     }
 
     pub fn log_text(&self) -> String {
@@ -68,7 +82,10 @@ impl Proc {
 
     /// SIGTERM, then wait up to `t`; returns the exit status if it exited.
     pub fn terminate(&mut self, t: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let t0 = Instant::now();
         while t0.elapsed() < t {
             if let Ok(Some(s)) = self.child.try_wait() {
@@ -101,20 +118,31 @@ impl Drop for Proc {
 /// GET a URL with curl-free std networking (HTTP/1.0, loopback only).
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&format!("127.0.0.1:{port}").parse().ok()?, Duration::from_secs(2)).ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().ok()?,
+        Duration::from_secs(2),
+    )
+    .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((code, body))
 }
 
 /// POST JSON.
 pub fn http_send(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&format!("127.0.0.1:{port}").parse().ok()?, Duration::from_secs(2)).ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().ok()?,
+        Duration::from_secs(2),
+    )
+    .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
     write!(
         s,
@@ -125,7 +153,10 @@ pub fn http_send(port: u16, method: &str, path: &str, body: &str) -> Option<(u16
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((code, body))
 }
 
@@ -144,12 +175,37 @@ pub fn wait_until(t: Duration, what: &str, mut f: impl FnMut() -> bool) {
 /// Generates a clip: testsrc H.264 (SEI stripped) + sine AAC 48 kHz stereo.
 pub fn make_clip(path: &Path, seconds: u32, freq: u32) {
     let st = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-f", "lavfi"])
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25",
+            "-f",
+            "lavfi",
+        ])
         .arg("-i")
         .arg(format!("sine=frequency={freq}:sample_rate=48000"))
         .arg("-t")
         .arg(seconds.to_string())
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "2", "-b:a", "96k"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-ac",
+            "2",
+            "-b:a",
+            "96k",
+        ])
         .args(["-bsf:v", "filter_units=remove_types=6"])
         .arg(path)
         .status()
@@ -169,7 +225,14 @@ pub struct StreamInfo {
 /// Codec, first PTS, end of last packet for video and audio of a media file.
 pub fn probe(path: &Path) -> (Option<StreamInfo>, Option<StreamInfo>) {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "stream=index,codec_type,codec_name:packet=stream_index,pts_time,duration_time", "-of", "json"])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=index,codec_type,codec_name:packet=stream_index,pts_time,duration_time",
+            "-of",
+            "json",
+        ])
         .arg(path)
         .output()
         .expect("ffprobe is installed");
@@ -190,8 +253,14 @@ pub fn probe(path: &Path) -> (Option<StreamInfo>, Option<StreamInfo>) {
             if p["stream_index"].as_u64() != Some(idx) {
                 continue;
             }
-            let pts: f64 = p["pts_time"].as_str().and_then(|x| x.parse().ok()).unwrap_or(f64::NAN);
-            let d: f64 = p["duration_time"].as_str().and_then(|x| x.parse().ok()).unwrap_or(0.0);
+            let pts: f64 = p["pts_time"]
+                .as_str()
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(f64::NAN);
+            let d: f64 = p["duration_time"]
+                .as_str()
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(0.0);
             if pts.is_nan() {
                 continue;
             }
@@ -199,7 +268,12 @@ pub fn probe(path: &Path) -> (Option<StreamInfo>, Option<StreamInfo>) {
             last = last.max(pts + d);
             n += 1;
         }
-        res[kind] = Some(StreamInfo { codec: s["codec_name"].as_str().unwrap_or("").into(), first_pts: first, last_end: last, packets: n });
+        res[kind] = Some(StreamInfo {
+            codec: s["codec_name"].as_str().unwrap_or("").into(),
+            first_pts: first,
+            last_end: last,
+            packets: n,
+        });
     }
     let [v, a] = res;
     (v, a)
@@ -213,8 +287,15 @@ pub fn decode_audio_16k(path: &Path) -> Vec<i16> {
         .args(["-vn", "-ac", "1", "-ar", "16000", "-f", "s16le", "-"])
         .output()
         .expect("ffmpeg");
-    assert!(out.status.success(), "ffmpeg could not decode {}", path.display());
-    out.stdout.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect()
+    assert!(
+        out.status.success(),
+        "ffmpeg could not decode {}",
+        path.display()
+    );
+    out.stdout
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
 }
 
 /// Goertzel power of `freq` in a 16 kHz window.
@@ -234,7 +315,11 @@ pub fn tone_power(x: &[i16], freq: f64) -> f64 {
 pub fn metric(body: &str, name: &str, labels: &[&str]) -> Option<f64> {
     body.lines()
         .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(name) && (l.as_bytes().get(name.len()) == Some(&b'{') || l.as_bytes().get(name.len()) == Some(&b' ')))
+        .filter(|l| {
+            l.starts_with(name)
+                && (l.as_bytes().get(name.len()) == Some(&b'{')
+                    || l.as_bytes().get(name.len()) == Some(&b' '))
+        })
         .find(|l| labels.iter().all(|x| l.contains(x)))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
@@ -263,7 +348,12 @@ pub fn flash_times(path: &Path) -> Vec<f64> {
     let out = Command::new("ffprobe")
         .args(["-v", "error", "-f", "lavfi"])
         .arg(format!("movie={},signalstats", path.display()))
-        .args(["-show_entries", "frame=pts_time:frame_tags=lavfi.signalstats.YAVG", "-of", "csv=p=0"])
+        .args([
+            "-show_entries",
+            "frame=pts_time:frame_tags=lavfi.signalstats.YAVG",
+            "-of",
+            "csv=p=0",
+        ])
         .output()
         .expect("ffprobe");
     String::from_utf8_lossy(&out.stdout)
@@ -303,6 +393,12 @@ pub fn av_offsets(path: &Path) -> Vec<f64> {
     let beeps = beep_times(path, a_start);
     flash_times(path)
         .into_iter()
-        .filter_map(|f| beeps.iter().map(|b| b - f).filter(|d| d.abs() < 0.5).min_by(|x, y| x.abs().total_cmp(&y.abs())))
+        .filter_map(|f| {
+            beeps
+                .iter()
+                .map(|b| b - f)
+                .filter(|d| d.abs() < 0.5)
+                .min_by(|x, y| x.abs().total_cmp(&y.abs()))
+        })
         .collect()
 }
