@@ -330,7 +330,7 @@ pub fn metric(body: &str, name: &str, labels: &[&str]) -> Option<f64> {
 pub fn make_sync_clip(path: &Path, seconds: u32) {
     let st = Command::new("ffmpeg")
         .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg("color=c=black:s=320x240:r=25,format=yuv420p,geq=lum='if(lt(mod(T,1),0.04),235,16)':cb=128:cr=128")
+        .arg("color=c=black:s=320x240:r=25,format=yuv420p,geq=lum='if(lt(mod(T+0.001,1),0.02),235,16)':cb=128:cr=128")
         .args(["-f", "lavfi", "-i"])
         .arg("aevalsrc=exprs='if(lt(mod(t,1),0.06),0.7*sin(2*PI*1000*t),0)|if(lt(mod(t,1),0.06),0.7*sin(2*PI*1000*t),0)':s=48000")
         .arg("-t")
@@ -364,7 +364,13 @@ pub fn flash_times(path: &Path) -> Vec<f64> {
             let y: f64 = it.next()?.parse().ok()?;
             (y > 100.0).then_some(t)
         })
-        .collect()
+        // One mark per second: a neighbouring frame that also reads bright is the same mark.
+        .fold(Vec::new(), |mut v: Vec<f64>, t| {
+            if v.last().is_none_or(|l| t - l > 0.5) {
+                v.push(t);
+            }
+            v
+        })
 }
 
 /// Times (s, file timeline) where a beep starts after at least 300 ms of quiet.
