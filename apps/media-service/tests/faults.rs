@@ -53,10 +53,14 @@ fn sts_dies_mid_stream_falls_back_then_resumes() {
     let _ = sts.child.wait();
     std::thread::sleep(Duration::from_secs(5));
     let _sts2 = start_sts(sts_port, dir.path(), "sts2");
-    let st = dub.wait_exit(Duration::from_secs(40)).expect("dub finishes");
+    let st = dub
+        .wait_exit(Duration::from_secs(40))
+        .expect("dub finishes");
     assert!(st.success(), "dub failed:\n{}", dub.log_text());
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{}.report.json", out.display())).unwrap()).unwrap();
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}.report.json", out.display())).unwrap(),
+    )
+    .unwrap();
     let statuses: Vec<String> = report["fragments"]
         .as_array()
         .unwrap()
@@ -64,10 +68,20 @@ fn sts_dies_mid_stream_falls_back_then_resumes() {
         .map(|f| f["status"].as_str().unwrap_or("").to_string())
         .collect();
     assert_eq!(statuses.len(), 10, "{statuses:?}");
-    let first_bad = statuses.iter().position(|s| s != "processed").expect("some fragments fell back while the STS was down");
-    let resumed = statuses[first_bad..].iter().position(|s| s == "processed").expect("dubbing resumed after the STS came back");
+    let first_bad = statuses
+        .iter()
+        .position(|s| s != "processed")
+        .expect("some fragments fell back while the STS was down");
+    let resumed = statuses[first_bad..]
+        .iter()
+        .position(|s| s == "processed")
+        .expect("dubbing resumed after the STS came back");
     assert!(first_bad >= 1 && resumed >= 1, "{statuses:?}");
-    assert_eq!(statuses.last().map(String::as_str), Some("processed"), "{statuses:?}");
+    assert_eq!(
+        statuses.last().map(String::as_str),
+        Some("processed"),
+        "{statuses:?}"
+    );
     // The output never stalled: full length, in sync.
     let (v, a) = common::probe(&out);
     assert!((v.unwrap().last_end - 20.0).abs() < 0.2);
@@ -89,13 +103,18 @@ fn sigterm_stops_service_with_a_running_worker() {
             .env("MEDIA_SERVICE_PORT", http.to_string())
             .env("MEDIA_SERVICE_HOST", "127.0.0.1")
             .env("DISCOVERY", "false")
-            .env("STS_SERVICE_URL", format!("http://127.0.0.1:{}", free_port()))
+            .env(
+                "STS_SERVICE_URL",
+                format!("http://127.0.0.1:{}", free_port()),
+            )
             .env("FRAGMENT_DURATION_MS", "2000")
             .env("OUTPUT_DELAY_MS", "3000")
             .env("SEGMENT_ARTIFACTS", "false"),
         dir.path(),
     );
-    wait_until(Duration::from_secs(20), "/health", || http_get(http, "/health").is_some_and(|(c, _)| c == 200));
+    wait_until(Duration::from_secs(20), "/health", || {
+        http_get(http, "/health").is_some_and(|(c, _)| c == 200)
+    });
     let body = format!(
         r#"{{"name":"file1","input":"{}","output":"{}"}}"#,
         clip.display(),
@@ -103,16 +122,39 @@ fn sigterm_stops_service_with_a_running_worker() {
     );
     let (code, resp) = http_send(http, "POST", "/v1/streams", &body).unwrap();
     assert_eq!(code, 201, "{resp}");
-    wait_until(Duration::from_secs(15), "a fragment to be placed (STS down: fallback)", || {
-        http_get(http, "/metrics")
-            .and_then(|(_, b)| metric(&b, "worker_audio_fragments_total", &["status=\"fallback\"", "file1"]))
-            .is_some_and(|v| v >= 1.0)
-    });
+    wait_until(
+        Duration::from_secs(15),
+        "a fragment to be placed (STS down: fallback)",
+        || {
+            http_get(http, "/metrics")
+                .and_then(|(_, b)| {
+                    metric(
+                        &b,
+                        "worker_audio_fragments_total",
+                        &["status=\"fallback\"", "file1"],
+                    )
+                })
+                .is_some_and(|v| v >= 1.0)
+        },
+    );
     let (_, health) = http_get(http, "/health").unwrap();
-    assert!(health.contains("\"running\"") && health.contains("\"sts_ready\":false"), "{health}");
+    assert!(
+        health.contains("\"running\"") && health.contains("\"sts_ready\":false"),
+        "{health}"
+    );
     let t0 = Instant::now();
-    let st = ms.terminate(Duration::from_secs(15)).expect("exits after SIGTERM");
+    let st = ms
+        .terminate(Duration::from_secs(15))
+        .expect("exits after SIGTERM");
     assert!(st.success(), "exit status {st:?}\n{}", ms.log_text());
-    assert!(t0.elapsed() < Duration::from_secs(10), "took {:?}", t0.elapsed());
-    assert!(ms.log_text().contains("all workers stopped"), "{}", ms.log_text());
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        ms.log_text().contains("all workers stopped"),
+        "{}",
+        ms.log_text()
+    );
 }

@@ -17,7 +17,7 @@ struct Stack {
     rtmp: u16,
     api: u16,
     http: u16,
-    _xiu: Proc,
+    xiu: Proc,
     _sts: Proc,
     ms: Proc,
 }
@@ -86,7 +86,7 @@ fn start_stack(echo_delay_ms: u64, discovery: bool) -> Stack {
         rtmp,
         api,
         http,
-        _xiu: xiu,
+        xiu,
         _sts: sts,
         ms,
     }
@@ -394,4 +394,58 @@ fn print_env_contract_is_json_from_the_parser() {
         .unwrap();
     assert_eq!(rtsp["default"], "8554");
     assert!(rtsp["meaning"].as_str().unwrap().contains("RTSP"));
+}
+
+#[test]
+fn media_server_restart_is_retried_and_the_stream_resumes() {
+    let mut stack = start_stack(0, true);
+    let name = "restart1";
+    let clip = stack.dir.path().join("sync.mp4");
+    common::make_sync_clip(&clip, 40);
+    let _pub1 = stack.publish(&clip, name);
+    let processed = |stack: &Stack| {
+        metric(
+            &stack.metrics(),
+            "worker_audio_fragments_total",
+            &["status=\"processed\"", name],
+        )
+        .unwrap_or(0.0)
+    };
+    wait_until(Duration::from_secs(30), "first dubbed fragment", || {
+        processed(&stack) >= 1.0
+    });
+    // The media server goes away: the worker fails and retries with backoff.
+    let _ = stack.xiu.child.kill();
+    let _ = stack.xiu.child.wait();
+    wait_until(Duration::from_secs(20), "a restart to be counted", || {
+        metric(&stack.metrics(), "worker_restarts_total", &[name]).unwrap_or(0.0) >= 1.0
+    });
+    let before = processed(&stack);
+    // It comes back and the stream is published again: dubbing resumes.
+    stack.xiu = Proc::spawn(
+        "xiu2",
+        Command::new(common::xiu_bin()).args([
+            "--rtsp-port",
+            &stack.rtsp.to_string(),
+            "--rtmp-port",
+            &stack.rtmp.to_string(),
+            "--api-port",
+            &stack.api.to_string(),
+        ]),
+        stack.dir.path(),
+    );
+    wait_until(Duration::from_secs(20), "xiu-lite back", || {
+        http_get(stack.api, "/v3/paths/list").is_some()
+    });
+    let _pub2 = stack.publish(&clip, name);
+    wait_until(
+        Duration::from_secs(40),
+        "dubbing to resume after the restart",
+        || processed(&stack) > before,
+    );
+    let (_, health) = http_get(stack.http, "/health").unwrap();
+    assert!(
+        health.contains(name) && health.contains("\"running\""),
+        "{health}"
+    );
 }
