@@ -59,7 +59,7 @@ e2e: setup build
 test: unit e2e
 
 demo: setup build
-	@scripts/demo.sh "$(INPUT)" "$(OUTPUT)"
+	@scripts/demo-dub.sh "$(INPUT)" "$(OUTPUT)"
 
 bench: setup
 	@scripts/install-python.sh --bench
