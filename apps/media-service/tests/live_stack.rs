@@ -117,7 +117,18 @@ impl Stack {
         let mut rec = Proc::spawn(
             &format!("record-{name}"),
             Command::new("ffmpeg")
-                .args(["-v", "error", "-y", "-rtmp_app", "live", "-rtmp_playpath"])
+                // Probe long enough to see both streams even when a server's GOP cache
+                // sends a burst of video first.
+                .args([
+                    "-v",
+                    "error",
+                    "-y",
+                    "-analyzeduration",
+                    "10000000",
+                    "-probesize",
+                    "20000000",
+                ])
+                .args(["-rtmp_app", "live", "-rtmp_playpath"])
                 .arg(format!("{name}/out"))
                 .args([
                     "-i",
@@ -135,6 +146,29 @@ impl Stack {
             self.ms.log_text()
         );
         file
+    }
+
+    /// Video and audio of a recording, or a failure with the logs that explain it.
+    fn probe_both(&self, rec: &Path) -> (common::StreamInfo, common::StreamInfo) {
+        match common::probe(rec) {
+            (Some(v), Some(a)) => (v, a),
+            (v, a) => {
+                let recorder_logs: Vec<String> = std::fs::read_dir(self.dir.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("record-"))
+                    .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                    .collect();
+                let log = self.ms.log_text();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                panic!(
+                    "recording {} lacks a stream: video={v:?} audio={a:?}\nrecorder: {recorder_logs:?}\nmedia-service (last lines, newest first):\n{}",
+                    rec.display(),
+                    tail.join("\n")
+                );
+            }
+        }
     }
 
     fn metrics(&self) -> String {
@@ -177,11 +211,7 @@ fn rtsp_in_rtmp_out_dubbed_in_sync_via_control_api() {
     assert_eq!(code, 409, "a running stream cannot be added twice");
 
     let rec = stack.record_output(name);
-    let (v, a) = common::probe(&rec);
-    let (v, a) = (
-        v.expect("H.264 video in the output"),
-        a.expect("AAC audio in the output"),
-    );
+    let (v, a) = stack.probe_both(&rec);
     assert_eq!((v.codec.as_str(), a.codec.as_str()), ("h264", "aac"));
     let dur = v.last_end - v.first_pts;
     // The recorder joins once the output is listed, losing up to a GOP and the join time.
@@ -249,8 +279,7 @@ fn sts_too_slow_output_keeps_original_audio_and_counts_fallbacks() {
     common::make_sync_clip(&clip, 20);
     let _pub = stack.publish(&clip, name);
     let rec = stack.record_output(name);
-    let (v, a) = common::probe(&rec);
-    let (v, a) = (v.expect("video"), a.expect("audio"));
+    let (v, a) = stack.probe_both(&rec);
     assert!(
         v.last_end - v.first_pts > 16.0,
         "video lasts {}",
