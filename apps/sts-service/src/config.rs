@@ -86,7 +86,7 @@ pub enum Device {
 )]
 pub struct Config {
     /// Port for Socket.IO, /health and /metrics.
-    #[arg(long, env = "STS_PORT", default_value_t = DEFAULT_PORT)]
+    #[arg(long, env = "STS_PORT", value_name = "STS_PORT", default_value_t = DEFAULT_PORT)]
     pub port: u16,
     /// Bind address.
     #[arg(long, env = "HOST", default_value = "0.0.0.0")]
@@ -95,7 +95,13 @@ pub struct Config {
     #[arg(long, env = "LOG_LEVEL", default_value = "INFO", value_parser = parse_log_level)]
     pub log_level: String,
     /// full = real ASR/MT/TTS; echo = return the input audio after ECHO_DELAY_MS.
-    #[arg(long, env = "STS_MODE", value_enum, default_value = "full")]
+    #[arg(
+        long,
+        env = "STS_MODE",
+        value_name = "STS_MODE",
+        value_enum,
+        default_value = "full"
+    )]
     pub mode: Mode,
     /// Delay before an echo answer, in milliseconds (echo mode).
     #[arg(long, env = "ECHO_DELAY_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600_000))]
@@ -307,11 +313,31 @@ impl Config {
         Ok(dir)
     }
 
-    /// Parses from the real process arguments and environment, exiting with clap's one-line
-    /// message on a bad value.
+    /// Parses from the real process arguments and environment. On a bad value, prints ONE
+    /// line (clap's message, which names the variable, the value and the accepted values,
+    /// folded onto one line) and exits with status 2; `--help`/`--version` print and exit 0.
     pub fn from_env_and_args() -> Self {
-        Self::parse()
+        match Self::try_parse() {
+            Ok(c) => c,
+            Err(e) => {
+                use clap::error::ErrorKind;
+                if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                    e.exit();
+                }
+                eprintln!("{}", one_line(&e.to_string()));
+                std::process::exit(2);
+            }
+        }
     }
+}
+
+/// Folds a multi-line clap error into one line (drops the "For more information" hint).
+pub fn one_line(msg: &str) -> String {
+    msg.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn require_url(var: &'static str, v: Option<&str>) -> Result<(), ConfigError> {
@@ -399,8 +425,11 @@ mod tests {
 
     #[test]
     fn bad_values_name_what_is_accepted() {
-        let e = parse(&["--max-inflight", "0"]).unwrap_err().to_string();
-        assert!(e.contains("0") && e.contains("1..=64"), "{e}");
+        let e = one_line(&parse(&["--max-inflight", "0"]).unwrap_err().to_string());
+        assert!(e.contains("MAX_INFLIGHT") && e.contains("1..=64"), "{e}");
+        assert!(!e.contains('\n'));
+        let e = one_line(&parse(&["--port", "99999"]).unwrap_err().to_string());
+        assert!(e.contains("STS_PORT") && e.contains("99999"), "{e}");
         let e = parse(&["--time-stretch-max", "0.5"])
             .unwrap_err()
             .to_string();
@@ -413,9 +442,7 @@ mod tests {
         assert!(e.contains("cpu"), "{e}");
         let e = parse(&["--log-level", "loud"]).unwrap_err().to_string();
         assert!(e.contains("DEBUG"), "{e}");
-        let e = parse(&["--processing-timeout", "-1"])
-            .unwrap_err()
-            .to_string();
+        let e = parse(&["--processing-timeout=-1"]).unwrap_err().to_string();
         assert!(e.contains("seconds"), "{e}");
     }
 

@@ -697,7 +697,11 @@ async fn run_fragment(
     })
     .await;
     let ev = match res {
-        Ok(ev) => ev,
+        Ok(mut ev) => {
+            // The protocol's processing_time_ms runs from acceptance (queue wait included).
+            ev.processing_time_ms = accepted.elapsed().as_millis() as u64;
+            ev
+        }
         Err(_) => FragmentProcessed {
             fragment_id: ids.0,
             stream_id: ids.1,

@@ -301,7 +301,7 @@ impl Engine {
                 .map_err(|e| AsrError::Inference(e.to_string()))?;
             let res = self
                 .whisper
-                .generate(&view, &[prompt.clone()], &self.options)
+                .generate(&view, std::slice::from_ref(&prompt), &self.options)
                 .map_err(|e| AsrError::Inference(e.to_string()))?;
             let Some(r) = res.into_iter().next() else {
                 continue;

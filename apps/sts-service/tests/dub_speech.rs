@@ -1,0 +1,189 @@
+//! Real speech through the full pipeline (Whisper tiny.en, Apertium, espeak-ng) over a real
+//! Socket.IO client.
+
+mod common;
+use common::*;
+use serde_json::json;
+use std::time::Duration;
+
+const SPANISH: [&str; 6] = ["uno", "dos", "tres", "cuatro", "cinco", "seis"];
+const ENGLISH: [&str; 6] = ["one", "two", "three", "four", "five", "six"];
+
+fn has_number(text: &str, n: usize, words: &[&str]) -> bool {
+    let lower = text.to_lowercase();
+    let tokens: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .collect();
+    tokens.contains(&n.to_string().as_str()) || tokens.contains(&words[n - 1])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counting_one_to_six_is_transcribed_translated_and_dubbed_to_exactly_six_seconds() {
+    let srv = start_server(&[]).await;
+    let c = connect(srv.addr, None).await.expect("connect");
+    let monitor = connect(srv.addr, None).await.expect("monitor connects");
+    let sub = monitor
+        .call("monitor:subscribe", json!({"stream_id": "count-1"}))
+        .await;
+    assert_eq!(sub["status"], "ok", "{sub}");
+
+    let ack = c
+        .call("stream:init", init_payload("count-1", 16000, 1))
+        .await;
+    assert_eq!(ack["status"], "ready", "{ack}");
+    assert_eq!(ack["protocol_version"], "1.0");
+
+    let speech = spoken_words(&ENGLISH);
+    assert_eq!(speech.len(), 96000);
+    let ack = c
+        .call(
+            "fragment:data",
+            fragment_payload("count-1", 0, 16000, 1, &speech),
+        )
+        .await;
+    assert_eq!(ack, json!({"status": "accepted"}));
+    let ev = c
+        .wait_for("fragment:processed", Duration::from_secs(120), |_| true)
+        .await;
+    assert_eq!(ev["status"], "success", "{ev}");
+    let transcript = ev["transcript"].as_str().unwrap();
+    let translated = ev["translated_text"].as_str().unwrap();
+    eprintln!(
+        "transcript={transcript:?} translation={translated:?} stage_ms={}",
+        ev["stage_ms"]
+    );
+    for n in 1..=6 {
+        assert!(
+            has_number(transcript, n, &ENGLISH),
+            "transcript {transcript:?} lacks {n}"
+        );
+        assert!(
+            has_number(translated, n, &SPANISH),
+            "translation {translated:?} lacks {n}"
+        );
+    }
+    let dubbed = dubbed_samples(&ev);
+    assert_eq!(dubbed.len(), 96000, "exactly 6.000 s at 16 kHz");
+    assert_eq!(ev["dubbed_audio"]["sample_rate_hz"], 16000);
+    assert_eq!(ev["dubbed_audio"]["channels"], 1);
+    let f = livedub_audio::i16_to_f32(&dubbed);
+    assert!(
+        livedub_audio::rms_dbfs(&f) > -35.0,
+        "dubbed audio is not silent: {} dBFS",
+        livedub_audio::rms_dbfs(&f)
+    );
+    // Dubbed speech is Spanish TTS, not an echo of the input.
+    assert_ne!(dubbed, speech);
+    for k in ["asr", "translation", "tts", "fit"] {
+        assert!(ev["stage_ms"][k].is_u64(), "stage_ms.{k}");
+    }
+
+    // The monitor got a copy.
+    let copy = monitor
+        .wait_for("fragment:processed", Duration::from_secs(5), |_| true)
+        .await;
+    assert_eq!(copy["fragment_id"], ev["fragment_id"]);
+
+    // Silence: empty transcript, silent dubbed audio of the right length.
+    let silence = vec![0i16; 96000];
+    let ack = c
+        .call(
+            "fragment:data",
+            fragment_payload("count-1", 1, 16000, 1, &silence),
+        )
+        .await;
+    assert_eq!(ack["status"], "accepted");
+    let ev = c
+        .wait_for("fragment:processed", Duration::from_secs(60), |v| {
+            v["sequence_number"] == 1
+        })
+        .await;
+    assert_eq!(ev["status"], "success");
+    assert_eq!(ev["transcript"], "");
+    assert_eq!(ev["translated_text"], "");
+    let d = dubbed_samples(&ev);
+    assert_eq!(d.len(), 96000);
+    assert!(d.iter().all(|s| *s == 0), "silence in, silence out");
+
+    // End: stream:complete with totals, to the owner and the monitor.
+    let ack = c.call("stream:end", json!({"stream_id": "count-1"})).await;
+    assert_eq!(ack["status"], "ok");
+    let done = c
+        .wait_for("stream:complete", Duration::from_secs(10), |_| true)
+        .await;
+    assert_eq!(
+        done["totals"],
+        json!({"success": 2, "partial": 0, "failed": 0, "timeout": 0})
+    );
+    monitor
+        .wait_for("stream:complete", Duration::from_secs(5), |_| true)
+        .await;
+
+    // Metrics saw it.
+    let m = reqwest::get(format!("http://{}/metrics", srv.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("sts_fragments_total{status=\"success\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("sts_stage_duration_seconds_count{stage=\"asr\"} 2"),
+        "{m}"
+    );
+    srv.shutdown();
+    srv.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stereo_48k_stream_gets_stereo_48k_answer_of_exact_length() {
+    let srv = start_server(&[]).await;
+    let c = connect(srv.addr, None).await.expect("connect");
+    let ack = c.call("stream:init", init_payload("st-48", 48000, 2)).await;
+    assert_eq!(ack["status"], "ready", "{ack}");
+    // "one two three" at 16 kHz -> 48 kHz stereo, 3 s.
+    let mono16 = livedub_audio::i16_to_f32(&spoken_words(&ENGLISH[..3]));
+    let mono48 = livedub_audio::resample(&mono16, 16000, 48000).unwrap();
+    let stereo = livedub_audio::f32_to_i16(&livedub_audio::upmix(&mono48, 2));
+    let ack = c
+        .call(
+            "fragment:data",
+            fragment_payload("st-48", 0, 48000, 2, &stereo),
+        )
+        .await;
+    assert_eq!(ack["status"], "accepted", "{ack}");
+    let ev = c
+        .wait_for("fragment:processed", Duration::from_secs(120), |_| true)
+        .await;
+    assert!(
+        ev["status"] == "success" || ev["status"] == "partial",
+        "{ev}"
+    );
+    assert_eq!(ev["dubbed_audio"]["sample_rate_hz"], 48000);
+    assert_eq!(ev["dubbed_audio"]["channels"], 2);
+    assert_eq!(dubbed_samples(&ev).len(), 3 * 48000 * 2);
+    let t = ev["transcript"].as_str().unwrap();
+    assert!(
+        has_number(t, 1, &ENGLISH) && has_number(t, 3, &ENGLISH),
+        "{t}"
+    );
+    srv.shutdown();
+    srv.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_language_pair_is_rejected_at_init() {
+    let srv = start_server(&[]).await;
+    let c = connect(srv.addr, None).await.expect("connect");
+    let mut p = init_payload("lang-1", 16000, 1);
+    p["source_language"] = json!("de");
+    let ack = c.call("stream:init", p).await;
+    assert_eq!(ack["status"], "rejected");
+    assert_eq!(ack["error"]["code"], "UNSUPPORTED_LANGUAGE", "{ack}");
+    srv.shutdown();
+    srv.wait().await.unwrap();
+}
