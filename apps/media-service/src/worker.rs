@@ -368,6 +368,7 @@ pub async fn run_worker(
             .map(|d| d.join(sanitize(&cfg.name))),
         internal_tx: None,
         first_pts_ns: None,
+        pts_shift_ns: None,
         stream_format: AudioFormat::pcm_s16le(STS_RATE, STS_CHANNELS),
     };
     if let Some(d) = &co.segment_dir {
@@ -463,6 +464,27 @@ pub async fn run_worker(
             eos_sent_at = Some(Instant::now());
         }
     };
+
+    // A file cut short by a stop request is still finished properly (mp4 needs its index
+    // written on EOS): end both branches and give the muxer a moment.
+    if matches!(result, Ok(WorkerEnd::Cancelled)) && matches!(cfg.output, OutputTarget::File { .. })
+    {
+        co.flush_ready();
+        let _ = graph.appsrc.end_of_stream();
+        if let Some(pad) = graph.video_head.static_pad("sink") {
+            tokio::task::spawn_blocking(move || pad.send_event(gst::event::Eos::new()));
+        }
+        let wait = tokio::time::timeout(Duration::from_secs(3), async {
+            while let Some(m) = bus_rx.recv().await {
+                if matches!(m, BusMsg::Eos | BusMsg::Error { .. }) {
+                    break;
+                }
+            }
+        });
+        if wait.await.is_err() {
+            warn!(stream = %name, "output file not finished within 3 s of the stop request");
+        }
+    }
 
     // Tear down: NULL frees the sockets, threads and buffers of the graph.
     bus_stop.store(true, Ordering::Relaxed);
@@ -613,6 +635,8 @@ struct Coordinator<'a> {
     segment_dir: Option<PathBuf>,
     internal_tx: Option<mpsc::Sender<Internal>>,
     first_pts_ns: Option<u64>,
+    /// Constant PTS shift compensating the AAC priming (decided at the first fragment).
+    pts_shift_ns: Option<u64>,
     stream_format: AudioFormat,
 }
 
@@ -626,12 +650,20 @@ impl Coordinator<'_> {
     fn on_fragment(&mut self, frag: Fragment) {
         let name = self.cfg.name.clone();
         let first = *self.first_pts_ns.get_or_insert(frag.start_ns);
+        // The encoder's priming puts audio content AAC_PRIMING_MS late; stamp every buffer
+        // that much earlier (the same for the whole stream, so the timeline stays
+        // continuous). Not possible when the stream starts at running time ~0.
+        let shift_ns = *self
+            .pts_shift_ns
+            .get_or_insert((AAC_PRIMING_MS * 1e6) as u64);
+        let shift_ns = shift_ns.min(first);
+        self.pts_shift_ns = Some(shift_ns);
         lock(&self.status).fragments += 1;
         let drift_ms = frag.max_drift_ns as f64 / 1e6;
         self.metrics
             .av_sync_delta_ms
             .with_label_values(&[&name])
-            .set(drift_ms + AAC_PRIMING_MS);
+            .set(drift_ms + (AAC_PRIMING_MS - shift_ns as f64 / 1e6).abs());
 
         // Deadline on the pipeline clock, converted to a tokio instant.
         let render_rt = frag.start_ns + self.cfg.delay_ms as u64 * 1_000_000;
@@ -997,7 +1029,8 @@ impl Coordinator<'_> {
                 p.frag.pcm
             }
         };
-        let buf = pipeline::pcm_buffer(&pcm48, p.frag.start_ns, p.frag.duration_ns);
+        let pts = p.frag.start_ns - self.pts_shift_ns.unwrap_or(0).min(p.frag.start_ns);
+        let buf = pipeline::pcm_buffer(&pcm48, pts, p.frag.duration_ns);
         if let Err(e) = self.graph.appsrc.push_buffer(buf) {
             // Flushing/EOS: the pipeline is going down; nothing to do but say so.
             debug!(stream = %name, seq = rec.sequence, error = ?e, "appsrc refused the buffer");

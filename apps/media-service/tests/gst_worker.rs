@@ -374,7 +374,7 @@ async fn cancel_stops_a_running_worker_promptly() {
     let cfg = WorkerConfig {
         name: "cancel".into(),
         input_uri: media_service::pipeline::input_uri(input.to_str().unwrap()).unwrap(),
-        output: OutputTarget::parse(dir.path().join("o.mkv").to_str().unwrap()).unwrap(),
+        output: OutputTarget::parse(dir.path().join("o.mp4").to_str().unwrap()).unwrap(),
         fragment_ms: 2000,
         delay_ms: 3000,
         deadline_margin_ms: 400,
@@ -401,6 +401,14 @@ async fn cancel_stops_a_running_worker_promptly() {
     .expect("no error");
     assert_eq!(end, WorkerEnd::Cancelled);
     assert!(t0.elapsed() < Duration::from_secs(8));
+    // The partial mp4 was finished (index written): it plays.
+    let (v, a) = common::probe(&dir.path().join("o.mp4"));
+    assert!(
+        v.is_some_and(|v| v.packets > 0),
+        "video in the partial file"
+    );
+    assert!(a.is_some(), "audio in the partial file");
+
     assert_eq!(
         common::metric(&metrics.render(), "worker_active_workers", &[]),
         Some(0.0)
