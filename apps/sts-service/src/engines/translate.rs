@@ -401,19 +401,62 @@ fn run_job(
         provider: "apertium",
         reason,
     };
-    if !pipes.contains_key(pair) {
-        let p = Pipeline::start(dir, pair).map_err(fail)?;
-        pipes.insert(pair.to_string(), p);
-    }
-    let p = pipes
-        .get_mut(pair)
-        .ok_or_else(|| fail("pipeline missing".into()))?;
-    match p.translate(text) {
-        Ok(s) => Ok(s),
-        Err(e) => {
-            tracing::warn!(pair, error = %e, "apertium pipeline failed; restarting it for the next request");
-            pipes.remove(pair); // Drop kills the process group
-            Err(fail(e))
+    // Two attempts: a pipeline that died since the last request is restarted once.
+    let mut last = String::new();
+    for attempt in 0..2 {
+        if !pipes.contains_key(pair) {
+            let p = Pipeline::start(dir, pair).map_err(fail)?;
+            pipes.insert(pair.to_string(), p);
         }
+        let p = pipes
+            .get_mut(pair)
+            .ok_or_else(|| fail("pipeline missing".into()))?;
+        match p.translate(text) {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                tracing::warn!(pair, attempt, error = %e, "apertium pipeline failed; restarting it");
+                pipes.remove(pair); // Drop kills the process group
+                last = e;
+            }
+        }
+    }
+    Err(fail(last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resident_apertium_translates_repeatedly_and_rejects_unknown_pairs() {
+        let a = Apertium::start(APERTIUM_MODES_DIR.into(), ("en", "es"))
+            .expect("apertium-eng-spa installed");
+        let t = Translator::Apertium(a);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let out = t.translate("One, two, three.", "en", "es").await.unwrap();
+            assert_eq!(out, "Uno, dos, tres.");
+            // Reserved characters are neutralised, not passed to the stream format.
+            let out = t
+                .translate("I like the [big] house.", "en", "es")
+                .await
+                .unwrap();
+            assert!(out.contains("casa"), "{out}");
+            assert!(!out.contains('['), "{out}");
+            assert_eq!(t.translate("  ", "en", "es").await.unwrap(), "");
+            // Many requests through the one resident pipeline stay in step.
+            for i in 0..20 {
+                let out = t
+                    .translate(&format!("{i} cats."), "en", "es")
+                    .await
+                    .unwrap();
+                assert!(out.contains(&i.to_string()), "request {i}: {out}");
+            }
+        });
+        let e = t.check_pair("en", "xx").unwrap_err().to_string();
+        assert!(e.contains("eng-spa"), "lists available pairs: {e}");
     }
 }
