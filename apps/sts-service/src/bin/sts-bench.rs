@@ -40,6 +40,9 @@ struct Args {
     /// Skip the faster-whisper baseline.
     #[arg(long)]
     no_baseline: bool,
+    /// Print every fragment's stage times and texts.
+    #[arg(long)]
+    verbose: bool,
     /// ASR threads (same for both engines).
     #[arg(long, default_value_t = 2)]
     threads: u16,
@@ -169,7 +172,12 @@ async fn main() -> anyhow::Result<()> {
             tts.push(ev.stage_ms.tts as f64 / 1000.0);
             fit.push(ev.stage_ms.fit as f64 / 1000.0);
             total.push(ev.processing_time_ms as f64 / 1000.0);
-            if i < 3 {
+            if args.verbose {
+                println!(
+                    "  [{model}] #{i}: asr {} ms, total {} ms: {:?} -> {:?}",
+                    ev.stage_ms.asr, ev.processing_time_ms, ev.transcript, ev.translated_text
+                );
+            } else if i < 3 {
                 println!(
                     "  [{model}] #{i}: {:?} -> {:?}",
                     ev.transcript, ev.translated_text
