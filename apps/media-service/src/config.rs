@@ -184,8 +184,8 @@ pub struct Settings {
     /// Discovery poll interval (ms).
     #[arg(long, env = "DISCOVERY_INTERVAL_MS", default_value = "2000", value_parser = timeout_ms, global = true)]
     pub discovery_interval_ms: u32,
-    /// No media from a live input for this long ends its worker (the publisher stopped) (ms).
-    #[arg(long, env = "INPUT_IDLE_TIMEOUT_MS", default_value = "3000", value_parser = timeout_ms, global = true)]
+    /// No media from a live input for this long ends its worker (the publisher stopped) (ms). Keep it below OUTPUT_DELAY_MS - FRAGMENT_DURATION_MS - DEADLINE_MARGIN_MS so the last partial fragment still makes its deadline.
+    #[arg(long, env = "INPUT_IDLE_TIMEOUT_MS", default_value = "2000", value_parser = timeout_ms, global = true)]
     pub input_idle_timeout_ms: u32,
     /// No media at all this long after a worker starts is an error, retried with backoff (ms).
     #[arg(long, env = "INPUT_START_TIMEOUT_MS", default_value = "15000", value_parser = timeout_ms, global = true)]

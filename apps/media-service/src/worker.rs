@@ -435,9 +435,13 @@ pub async fn run_worker(
                         // rtspsrc sends no EOS when the publisher goes away: end both branches.
                         let partial = lock(&fragmenter).flush();
                         if let Some(f) = partial { co.on_fragment(f); }
-                        if let Some(pad) = graph.video_head.static_pad("sink") {
-                            // send_event takes the pad's stream lock: never on a tokio thread.
-                            tokio::task::spawn_blocking(move || pad.send_event(gst::event::Eos::new()));
+                        // Both input branches: the pipeline posts EOS only once every sink,
+                        // the fragmenter's appsink included, has it.
+                        for head in [&graph.video_head, &graph.audio_head] {
+                            if let Some(pad) = head.static_pad("sink") {
+                                // send_event takes the pad's stream lock: never on a tokio thread.
+                                tokio::task::spawn_blocking(move || pad.send_event(gst::event::Eos::new()));
+                            }
                         }
                     }
                 }
