@@ -13,7 +13,7 @@ fn main() -> anyhow::Result<()> {
     let seg: f64 = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(6.0);
     let a = Fingerprint::compute(&decode_audio_mono(args[1].as_ref())?);
     let b = Fingerprint::compute(&decode_audio_mono(args[2].as_ref())?);
-    let (offset, whole) = a.best_offset(&b, 40);
+    let (offset, whole) = a.best_offset(&b, 100);
     println!(
         "offset {offset} frames ({:.0} ms), whole-file BER {:.3} over {} frames",
         offset as f64 * Fingerprint::hop_seconds() * 1000.0,

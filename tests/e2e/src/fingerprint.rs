@@ -162,6 +162,8 @@ impl Fingerprint {
         let mut differing = 0u64;
         let mut counted = 0u64;
         let mut frames = 0usize;
+        // `r` indexes four parallel arrays and, shifted, the other fingerprint.
+        #[allow(clippy::needless_range_loop)]
         for r in range.start.max(1)..range.end.min(self.hashes.len()) {
             let o = r as isize + offset;
             if o < 1 || o as usize >= other.hashes.len() || !mask[r] {
@@ -247,6 +249,8 @@ mod tests {
             let f0 = 100.0 + 200.0 * next();
             let formant = 500.0 + 2500.0 * next();
             let amp = 0.1 + 0.3 * next();
+            // `i` is both the output index and the time base of the tone.
+            #[allow(clippy::needless_range_loop)]
             for i in start..(start + syllable).min(n) {
                 let t = i as f32 / SAMPLE_RATE as f32;
                 let env = ((i - start) as f32 / syllable as f32 * std::f32::consts::PI).sin();

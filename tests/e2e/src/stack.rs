@@ -225,8 +225,17 @@ impl Settings {
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| repo_root.join("target"));
+        // E2E_* first, then the Makefile's names for the same binaries.
         let bin = |var: &str, default: PathBuf| {
-            std::env::var_os(var).map(PathBuf::from).unwrap_or(default)
+            let make_name = match var {
+                "E2E_STS_BIN" => "STS_SERVICE_BIN",
+                "E2E_MEDIA_BIN" => "MEDIA_SERVICE_BIN",
+                _ => "XIU_LITE_BIN",
+            };
+            std::env::var_os(var)
+                .or_else(|| std::env::var_os(make_name))
+                .map(PathBuf::from)
+                .unwrap_or(default)
         };
         let cache = std::env::var_os("LIVEDUB_CACHE")
             .map(PathBuf::from)
