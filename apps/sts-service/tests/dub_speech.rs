@@ -187,3 +187,61 @@ async fn unsupported_language_pair_is_rejected_at_init() {
     srv.shutdown();
     srv.wait().await.unwrap();
 }
+
+/// Music made by sox (installed with the Debian set-up), 16 kHz mono s16.
+fn sox_music(args: &[&str]) -> Vec<i16> {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("m.wav");
+    let mut cmd = std::process::Command::new("sox");
+    cmd.args(["-n", "-r", "16000", "-c", "1", "-b", "16"])
+        .arg(&p)
+        .args(args);
+    assert!(cmd.status().expect("sox is installed").success());
+    let w = livedub_audio::read_wav(&p).unwrap();
+    let mut s = livedub_audio::f32_to_i16(&w.samples);
+    s.resize(96000, 0);
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn music_only_fragments_give_no_text_and_silent_audio() {
+    let srv = start_server(&[]).await;
+    let c = connect(srv.addr, None).await.expect("connect");
+    assert_eq!(
+        c.call("stream:init", init_payload("music", 16000, 1)).await["status"],
+        "ready"
+    );
+    let plucked = sox_music(&[
+        "synth", "6", "pluck", "C4", "pluck", "E4", "pluck", "G4", "remix", "-", "tremolo", "3",
+        "60",
+    ]);
+    let chords = sox_music(&[
+        "synth", "1.5", "sine", "440", "sine", "554", "sine", "659", ":", "synth", "1.5", "sine",
+        "392", "sine", "494", "sine", "587", ":", "synth", "3", "sine", "349", "sine", "440",
+        "sine", "523", "remix", "-",
+    ]);
+    for (seq, m) in [plucked, chords].iter().enumerate() {
+        let ack = c
+            .call(
+                "fragment:data",
+                fragment_payload("music", seq as u64, 16000, 1, m),
+            )
+            .await;
+        assert_eq!(ack["status"], "accepted", "{ack}");
+        let ev = c
+            .wait_for("fragment:processed", Duration::from_secs(60), |v| {
+                v["sequence_number"] == seq
+            })
+            .await;
+        assert_eq!(ev["status"], "success");
+        assert_eq!(ev["transcript"], "", "music #{seq} must not produce text");
+        let d = dubbed_samples(&ev);
+        assert_eq!(d.len(), 96000);
+        assert!(
+            d.iter().all(|s| *s == 0),
+            "music #{seq}: silent dubbed audio"
+        );
+    }
+    srv.shutdown();
+    srv.wait().await.unwrap();
+}

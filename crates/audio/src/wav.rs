@@ -14,7 +14,7 @@ pub enum WavError {
         source: hound::Error,
     },
     /// The file uses a sample format this crate does not read.
-    #[error("WAV file {path}: unsupported sample format ({bits}-bit {kind}); accepted: 16-bit int, 32-bit float")]
+    #[error("WAV file {path}: unsupported sample format ({bits}-bit {kind}); accepted: 16/24/32-bit int, 32-bit float")]
     Unsupported {
         /// File concerned.
         path: String,
@@ -63,6 +63,14 @@ pub fn read_wav(path: impl AsRef<Path>) -> Result<WavAudio, WavError> {
             .samples::<f32>()
             .collect::<Result<Vec<_>, _>>()
             .map_err(io)?,
+        (hound::SampleFormat::Int, bits @ (24 | 32)) => {
+            let scale = (1u64 << (bits - 1)) as f32;
+            reader
+                .samples::<i32>()
+                .map(|s| s.map(|v| v as f32 / scale))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(io)?
+        }
         (fmt, bits) => {
             return Err(WavError::Unsupported {
                 path: name,
@@ -101,6 +109,14 @@ pub fn read_wav_bytes(bytes: &[u8]) -> Result<WavAudio, WavError> {
             .samples::<f32>()
             .collect::<Result<Vec<_>, _>>()
             .map_err(io)?,
+        (hound::SampleFormat::Int, bits @ (24 | 32)) => {
+            let scale = (1u64 << (bits - 1)) as f32;
+            reader
+                .samples::<i32>()
+                .map(|s| s.map(|v| v as f32 / scale))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(io)?
+        }
         (fmt, bits) => {
             return Err(WavError::Unsupported {
                 path: name,
@@ -167,6 +183,27 @@ mod tests {
         }
         let err = read_wav(dir.join("missing.wav")).unwrap_err();
         assert!(err.to_string().contains("missing.wav"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn reads_24_bit_int() {
+        let dir = std::env::temp_dir().join(format!("livedub-wav24-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("t24.wav");
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 8000,
+            bits_per_sample: 24,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(&p, spec).unwrap();
+        for v in [0i32, 4_194_304, -8_388_608] {
+            w.write_sample(v).unwrap();
+        }
+        w.finalize().unwrap();
+        let a = read_wav(&p).unwrap();
+        assert_eq!(a.samples, vec![0.0, 0.5, -1.0]);
         std::fs::remove_dir_all(&dir).ok();
     }
 }
