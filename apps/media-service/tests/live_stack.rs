@@ -496,3 +496,25 @@ fn media_server_restart_is_retried_and_the_stream_resumes() {
         "{health}"
     );
 }
+
+/// PLATFORM-NOTES: xiu-lite makes an SEI NAL its own access unit, which collapsed timestamps
+/// in a plain h264parse/flvmux chain. The worker re-aggregates access units; its output
+/// keeps one packet per frame at regular 40 ms steps even with SEI in the input.
+#[test]
+fn sei_nal_units_in_the_input_do_not_break_output_timestamps() {
+    let stack = start_stack(0, true);
+    let name = "sei1";
+    let clip = stack.dir.path().join("sei.mp4");
+    common::make_sync_clip_sei(&clip, 14, true);
+    let _pub = stack.publish(&clip, name);
+    let rec = stack.record_output(name);
+    let (v, a) = stack.probe_both(&rec);
+    assert!(
+        v.packets > 200 && a.packets > 300,
+        "video {} / audio {} packets",
+        v.packets,
+        a.packets
+    );
+    let (n, bad) = common::irregular_video_steps(&rec, 0.04);
+    assert_eq!(bad, 0, "{bad} of {n} video steps are not 40 ms");
+}

@@ -328,6 +328,17 @@ pub fn metric(body: &str, name: &str, labels: &[&str]) -> Option<f64> {
 /// Generates a sync clip: one white video frame and one 60 ms 1 kHz beep at every whole
 /// second (H.264 25 fps with SEI stripped, AAC 48 kHz stereo).
 pub fn make_sync_clip(path: &Path, seconds: u32) {
+    make_sync_clip_sei(path, seconds, false)
+}
+
+/// [`make_sync_clip`], optionally keeping x264's SEI NAL (which xiu-lite turns into an
+/// access unit of its own).
+pub fn make_sync_clip_sei(path: &Path, seconds: u32, keep_sei: bool) {
+    let bsf = if keep_sei {
+        "null"
+    } else {
+        "filter_units=remove_types=6"
+    };
     let st = Command::new("ffmpeg")
         .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
         .arg("color=c=black:s=320x240:r=25,format=yuv420p,geq=lum='if(lt(mod(T+0.001,1),0.02),235,16)':cb=128:cr=128")
@@ -336,7 +347,7 @@ pub fn make_sync_clip(path: &Path, seconds: u32) {
         .arg("-t")
         .arg(seconds.to_string())
         .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k"])
-        .args(["-bsf:v", "filter_units=remove_types=6"])
+        .args(["-bsf:v", bsf])
         .arg(path)
         .status()
         .expect("ffmpeg is installed");
@@ -407,4 +418,32 @@ pub fn av_offsets(path: &Path) -> Vec<f64> {
                 .min_by(|x, y| x.abs().total_cmp(&y.abs()))
         })
         .collect()
+}
+
+/// Video packet PTS steps that differ from the nominal frame interval by more than 10 ms.
+pub fn irregular_video_steps(path: &Path, frame_s: f64) -> (usize, usize) {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "packet=pts_time",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    let mut pts: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    pts.sort_by(f64::total_cmp);
+    let bad = pts
+        .windows(2)
+        .filter(|w| ((w[1] - w[0]) - frame_s).abs() > 0.010)
+        .count();
+    (pts.len(), bad)
 }
