@@ -23,7 +23,7 @@ use sts_protocol::{
     ErrorEvent, FragmentAck, FragmentData, FragmentProcessed, FragmentStatus, StreamComplete,
     StreamControl, StreamInit, StreamInitAck, Totals, PROTOCOL_VERSION,
 };
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -46,7 +46,8 @@ struct StreamEntry {
     init: StreamInit,
     session_id: String,
     owner: SocketRef,
-    sem: Arc<Semaphore>,
+    /// Hands out processing slots in arrival order (see [`slot_dispatcher`]).
+    slots: mpsc::UnboundedSender<oneshot::Sender<OwnedSemaphorePermit>>,
     state: Mutex<StreamState>,
 }
 
@@ -382,6 +383,27 @@ fn authorize(st: &AppState, s: &SocketRef, auth: Option<Value>) -> Result<(), Au
     }
 }
 
+/// Per-stream slot dispatcher: fragments start in the order they were accepted, at most
+/// `max_inflight` at once. (Tasks acquiring a semaphore themselves would start in whatever
+/// order the scheduler first polls them.) A request whose fragment already timed out gets
+/// its permit dropped at once. The task ends when the stream's sender is dropped.
+fn slot_dispatcher(
+    max_inflight: usize,
+) -> mpsc::UnboundedSender<oneshot::Sender<OwnedSemaphorePermit>> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<oneshot::Sender<OwnedSemaphorePermit>>();
+    let sem = Arc::new(Semaphore::new(max_inflight));
+    tokio::spawn(async move {
+        while let Some(waiter) = rx.recv().await {
+            let Ok(permit) = sem.clone().acquire_owned().await else {
+                break;
+            };
+            // Err: the fragment timed out while queued; the permit returns on drop.
+            let _ = waiter.send(permit);
+        }
+    });
+    tx
+}
+
 fn on_connect(s: SocketRef, st: Arc<AppState>) {
     st.metrics.clients.inc();
     tracing::info!(sid = %s.id, "client connected");
@@ -514,7 +536,7 @@ fn on_stream_init(st: &Arc<AppState>, s: SocketRef, v: Value, ack: AckSender) {
         init: init.clone(),
         session_id: session_id.clone(),
         owner: s.clone(),
-        sem: Arc::new(Semaphore::new(st.cfg.max_inflight as usize)),
+        slots: slot_dispatcher(st.cfg.max_inflight as usize),
         state: Mutex::new(StreamState {
             pending: 0,
             client_paused: false,
@@ -674,7 +696,17 @@ fn on_fragment(st: &Arc<AppState>, s: SocketRef, v: Value, ack: AckSender) {
         voice: entry.init.voice.clone(),
     };
     let st2 = st.clone();
-    st.tracker.spawn(run_fragment(st2, entry, pipeline, job));
+    // Ask for a processing slot here, in the handler, so slots go out in arrival order.
+    let (slot_tx, slot_rx) = oneshot::channel();
+    let _ = entry.slots.send(slot_tx);
+    st.tracker.spawn(run_fragment(
+        st2,
+        entry,
+        pipeline,
+        job,
+        slot_rx,
+        Instant::now(),
+    ));
 }
 
 async fn run_fragment(
@@ -682,17 +714,18 @@ async fn run_fragment(
     entry: Arc<StreamEntry>,
     pipeline: Arc<Pipeline>,
     job: Job,
+    slot_rx: oneshot::Receiver<OwnedSemaphorePermit>,
+    accepted: Instant,
 ) {
-    let accepted = Instant::now();
+    // The whole wait for a slot counts against the timeout.
     let timeout = Duration::from_secs_f64(st.cfg.processing_timeout);
     let ids = (
         job.fragment_id.clone(),
         job.stream_id.clone(),
         job.sequence_number,
     );
-    let sem = entry.sem.clone();
     let res = tokio::time::timeout(timeout, async move {
-        let _permit = sem.acquire_owned().await;
+        let _permit = slot_rx.await;
         pipeline.process(job).await
     })
     .await;

@@ -59,56 +59,66 @@ pub enum Tts {
     },
 }
 
+/// libespeak-ng keeps process-wide state: two initialisations from different threads
+/// crash it (seen when several servers run in one test process). So there is exactly one
+/// espeak thread per process, started on first use and shared by every [`Tts::Espeak`].
+static ESPEAK_THREAD: std::sync::OnceLock<Result<mpsc::Sender<Job>, String>> =
+    std::sync::OnceLock::new();
+
+fn espeak_thread() -> Result<mpsc::Sender<Job>, TtsError> {
+    let fail = |reason: String| TtsError::Failed {
+        provider: "espeak",
+        reason,
+    };
+    ESPEAK_THREAD
+        .get_or_init(|| {
+            let (tx, mut rx) = mpsc::channel::<Job>(64);
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name("tts-espeak".into())
+                .spawn(move || {
+                    let mut es = match Espeak::init() {
+                        Ok(e) => {
+                            let _ = ready_tx.send(Ok(()));
+                            e
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e.to_string()));
+                            return;
+                        }
+                    };
+                    while let Some(job) = rx.blocking_recv() {
+                        if job.reply.is_closed() {
+                            continue;
+                        }
+                        let res = es
+                            .set_voice(&job.voice)
+                            .and_then(|_| es.synth(&job.text, job.wpm))
+                            .map(|s| Speech {
+                                samples: livedub_audio::i16_to_f32(&s),
+                                sample_rate: es.sample_rate(),
+                            })
+                            .map_err(|e| TtsError::Failed {
+                                provider: "espeak",
+                                reason: e.to_string(),
+                            });
+                        let _ = job.reply.send(res);
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+            ready_rx
+                .recv()
+                .map_err(|_| "espeak thread died during initialisation".to_string())??;
+            Ok(tx)
+        })
+        .clone()
+        .map_err(fail)
+}
+
 impl Tts {
     /// Starts the espeak thread and checks that `warm_voice` exists (blocking).
     pub fn start_espeak(base_wpm: u32, warm_voice: &str) -> Result<Self, TtsError> {
-        let (tx, mut rx) = mpsc::channel::<Job>(64);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("tts-espeak".into())
-            .spawn(move || {
-                let mut es = match Espeak::init() {
-                    Ok(e) => {
-                        let _ = ready_tx.send(Ok(()));
-                        e
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
-                        return;
-                    }
-                };
-                while let Some(job) = rx.blocking_recv() {
-                    if job.reply.is_closed() {
-                        continue;
-                    }
-                    let res = es
-                        .set_voice(&job.voice)
-                        .and_then(|_| es.synth(&job.text, job.wpm))
-                        .map(|s| Speech {
-                            samples: livedub_audio::i16_to_f32(&s),
-                            sample_rate: es.sample_rate(),
-                        })
-                        .map_err(|e| TtsError::Failed {
-                            provider: "espeak",
-                            reason: e.to_string(),
-                        });
-                    let _ = job.reply.send(res);
-                }
-            })
-            .map_err(|e| TtsError::Failed {
-                provider: "espeak",
-                reason: e.to_string(),
-            })?;
-        ready_rx
-            .recv()
-            .map_err(|_| TtsError::Failed {
-                provider: "espeak",
-                reason: "thread died".into(),
-            })?
-            .map_err(|reason| TtsError::Failed {
-                provider: "espeak",
-                reason,
-            })?;
+        let tx = espeak_thread()?;
         let tts = Self::Espeak { tx, base_wpm };
         // Warm-up: proves the voice and data files exist.
         let (reply, rx) = oneshot::channel();
