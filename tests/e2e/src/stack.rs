@@ -219,6 +219,7 @@ impl Settings {
         let log_root = std::env::var_os("E2E_LOG_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| repo_root.join("target").join("e2e-logs"));
+        prune_old_runs(&log_root, 10);
         let log_dir = log_root.join(&run_id);
         std::fs::create_dir_all(&log_dir)
             .with_context(|| format!("creating log folder {}", log_dir.display()))?;
@@ -321,6 +322,28 @@ impl Settings {
             .join("apps")
             .join(app)
             .join("docker-compose.e2e.yml")
+    }
+}
+
+/// Keeps the newest `keep` run folders under `root` (`E2E_KEEP_RUNS` overrides): each run
+/// leaves recordings and WAVs (~15 MB), which would otherwise pile up on a dev machine.
+fn prune_old_runs(root: &Path, keep: usize) {
+    let keep = std::env::var("E2E_KEEP_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(keep);
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    // Run ids start with the Unix time: lexical order is age order for years to come.
+    runs.sort();
+    let excess = runs.len().saturating_sub(keep);
+    for old in &runs[..excess] {
+        let _ = std::fs::remove_dir_all(old);
     }
 }
 
