@@ -259,6 +259,9 @@ async fn run_remote(
         .connect()
         .await
         .with_context(|| format!("connecting to {}", args.server))?;
+    // rust_socketio returns before the namespace CONNECT is acknowledged; an emit in that
+    // window is lost. Give the handshake a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let ack = call(
         &client,
         "stream:init",
