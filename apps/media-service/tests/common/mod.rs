@@ -20,12 +20,22 @@ pub fn binary(var: &str, default: PathBuf, how: &str) -> PathBuf {
     p
 }
 
-/// The local media server.
+/// The local media server: XIU_LITE_BIN, else the installed `$LIVEDUB_CACHE/bin/xiu-lite`
+/// (scripts/install-media-server.sh), else its build directory.
 pub fn xiu_bin() -> PathBuf {
+    let cache = std::env::var_os("LIVEDUB_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/livedub"));
+    let installed = cache.join("bin/xiu-lite");
+    let default = if installed.is_file() {
+        installed
+    } else {
+        cache.join("xiu-lite-target/release/xiu-lite")
+    };
     binary(
         "XIU_LITE_BIN",
-        PathBuf::from("/var/cache/livedub/xiu-lite-target/release/xiu-lite"),
-        "Build it with scripts/install-media-server.sh (or set XIU_LITE_BIN).",
+        default,
+        "Install it with scripts/install-media-server.sh (or set XIU_LITE_BIN).",
     )
 }
 
@@ -385,10 +395,13 @@ pub fn flash_times(path: &Path) -> Vec<f64> {
 }
 
 /// Times (s, file timeline) where a beep starts after at least 300 ms of quiet.
-pub fn beep_times(path: &Path, audio_start: f64) -> Vec<f64> {
+pub fn beep_times(path: &Path, audio_start: f64, joined_mid_stream: bool) -> Vec<f64> {
     let pcm = decode_audio_16k(path);
     let mut out = Vec::new();
-    let mut quiet_ms = 1000;
+    // A recording that joins a live stream mid-way starts "not quiet": an onset then needs
+    // 300 ms of *observed* quiet before it, so a decoder start-up burst is not taken for a
+    // beep. A file starts at its beginning, where a beep at 0 is real.
+    let mut quiet_ms = if joined_mid_stream { 0 } else { 1000 };
     for (i, block) in pcm.chunks(16).enumerate() {
         let loud = block.iter().any(|&s| (s as i32).abs() > 3000);
         if loud {
@@ -405,9 +418,18 @@ pub fn beep_times(path: &Path, audio_start: f64) -> Vec<f64> {
 
 /// For every flash with a beep within 0.5 s: beep - flash (s).
 pub fn av_offsets(path: &Path) -> Vec<f64> {
+    av_offsets_opts(path, false)
+}
+
+/// [`av_offsets`] for a recording that joined a live stream mid-way.
+pub fn av_offsets_joined(path: &Path) -> Vec<f64> {
+    av_offsets_opts(path, true)
+}
+
+fn av_offsets_opts(path: &Path, joined_mid_stream: bool) -> Vec<f64> {
     let (_, a) = probe(path);
     let a_start = a.map(|a| a.first_pts).unwrap_or(0.0);
-    let beeps = beep_times(path, a_start);
+    let beeps = beep_times(path, a_start, joined_mid_stream);
     flash_times(path)
         .into_iter()
         .filter_map(|f| {
