@@ -285,7 +285,16 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningServer> {
             let grace = Duration::from_secs_f64(st.cfg.processing_timeout + 5.0);
             let _ = tokio::time::timeout(grace, st.tracker.wait()).await;
             if let Some(io) = st.io.get() {
-                let _ = io.clone().close().await;
+                // Bounded: a stale engine.io session once kept close() (and the process)
+                // waiting forever after SIGTERM.
+                if tokio::time::timeout(Duration::from_secs(5), io.clone().close())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        "some Socket.IO connections did not close within 5 s; stopping anyway"
+                    );
+                }
             }
         };
         axum::serve(listener, app)
