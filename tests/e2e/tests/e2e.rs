@@ -1116,6 +1116,17 @@ async fn test_output_audio_fingerprints_dubbed_vs_fallback() -> anyhow::Result<(
         run.fragments.len()
     );
     let (offset, bers) = segment_bers(&run.recording, 5)?;
+    // Known media-service defect (reported, not judged here): when the input's audio
+    // starts after its video (this test's lead-in), output video PTS collapse.
+    let video = StreamReport::probe(&run.recording, true)?.video_pts();
+    let distinct: BTreeSet<u64> = video.iter().map(|t| (t * 1000.0).round() as u64).collect();
+    if distinct.len() + 10 < video.len() {
+        eprintln!(
+            "[e2e] WARNING {name}: {} of {} output video frames share a timestamp (input audio starts after video)",
+            video.len() - distinct.len(),
+            video.len()
+        );
+    }
     eprintln!(
         "[e2e] {name}: offset {offset} frames, BER per segment {bers:.3?}; {}",
         describe_fragments(&run)
