@@ -293,8 +293,13 @@ impl Engine {
             no_speech_prob: 0.0,
             avg_logprob: 0.0,
         };
+        // Whisper tends to drop a word whose onset is the very first sample of its input
+        // (a fragment cut on the live timeline often starts mid-breath): give it a short
+        // silent lead-in, as a real recording would have.
+        let mut padded = vec![0.0f32; LEAD_IN_SAMPLES];
+        padded.extend_from_slice(audio);
         let mut parts = Vec::new();
-        for chunk in audio.chunks(window) {
+        for chunk in padded.chunks(window) {
             let mut feats = self.mel.compute(chunk, window);
             let shape = [1, self.mel.n_mels(), window / 160];
             let view = StorageView::new(&shape, &mut feats, Default::default())
@@ -327,6 +332,9 @@ impl Engine {
         Ok(out)
     }
 }
+
+/// Silence put before each fragment's audio for ASR (0.3 s at 16 kHz).
+const LEAD_IN_SAMPLES: usize = SAMPLE_RATE as usize * 3 / 10;
 
 fn read_language_tokens(dir: &Path) -> HashSet<String> {
     let vocab = std::fs::read_to_string(dir.join("vocabulary.txt")).unwrap_or_default();
