@@ -40,7 +40,7 @@ fn sts_dies_mid_stream_falls_back_then_resumes() {
             .arg(&out)
             .env("STS_SERVICE_URL", format!("http://127.0.0.1:{sts_port}"))
             .env("FRAGMENT_DURATION_MS", "2000")
-            .env("OUTPUT_DELAY_MS", "3000")
+            .env("OUTPUT_DELAY_MS", "4500")
             .env("RETRY_MIN_MS", "200")
             .env("RETRY_MAX_MS", "1000")
             .env("SEGMENT_ARTIFACTS", "false")

@@ -70,7 +70,7 @@ fn start_stack(echo_delay_ms: u64, discovery: bool) -> Stack {
             .env("MEDIA_SERVICE_HOST", "127.0.0.1")
             .env("STS_SERVICE_URL", format!("http://127.0.0.1:{sts_port}"))
             .env("FRAGMENT_DURATION_MS", "4000")
-            .env("OUTPUT_DELAY_MS", "6000")
+            .env("OUTPUT_DELAY_MS", "7000")
             .env("DISCOVERY", discovery.to_string())
             .env("DISCOVERY_INTERVAL_MS", "500")
             .env("SEGMENT_DIR", dir.path().join("segments"))
@@ -349,7 +349,8 @@ fn dub_subcommand_file_to_file_with_echo_sts() {
         .arg(&out)
         .env("STS_SERVICE_URL", format!("http://127.0.0.1:{sts_port}"))
         .env("FRAGMENT_DURATION_MS", "3000")
-        .env("OUTPUT_DELAY_MS", "4000")
+        // 2.5 s of STS budget: the echo answers in ~20 ms, but the machine may be loaded.
+        .env("OUTPUT_DELAY_MS", "6000")
         .env("SEGMENT_DIR", dir.path().join("seg"))
         .env("LOG_LEVEL", "WARN")
         .output()
