@@ -54,7 +54,7 @@ unit: setup build
 	$(CARGO) test --workspace --exclude livedub-e2e
 
 e2e: setup build
-	$(CARGO) test -p livedub-e2e --test e2e
+	$(CARGO) test -p livedub-e2e
 
 test: unit e2e
 
