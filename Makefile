@@ -66,7 +66,7 @@ bench: setup
 	$(CARGO) build --release -p sts-service --bins
 	$(CARGO_TARGET_DIR)/release/sts-bench
 
-lint:
+lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
