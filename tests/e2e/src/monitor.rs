@@ -226,21 +226,32 @@ impl Monitor {
             })
     }
 
-    /// Joins the observers of `stream_id` (`monitor:subscribe`). The ack, if the server
-    /// sends one, is awaited briefly; a server that does not ack is fine.
+    /// Joins the observers of `stream_id` (`monitor:subscribe`) and waits for the server's
+    /// ack. rust_socketio can lose an emit sent right after the namespace opens, so an
+    /// unanswered subscribe is sent again (joining a room twice is harmless); a server that
+    /// never acks fails here instead of leaving the test with a silent monitor.
     pub async fn subscribe(&self, stream_id: &str) -> Result<Option<Value>, MonitorError> {
-        match self
-            .emit_with_ack(
-                "monitor:subscribe",
-                json!({"stream_id": stream_id}),
-                Duration::from_secs(3),
-            )
-            .await
-        {
-            Ok(ack) => Ok(Some(ack)),
-            Err(MonitorError::AckTimeout { .. }) => Ok(None),
-            Err(e) => Err(e),
+        const ATTEMPTS: u32 = 5;
+        let mut last = None;
+        for _ in 0..ATTEMPTS {
+            match self
+                .emit_with_ack(
+                    "monitor:subscribe",
+                    json!({"stream_id": stream_id}),
+                    Duration::from_secs(2),
+                )
+                .await
+            {
+                Ok(ack) => return Ok(Some(ack)),
+                Err(e @ MonitorError::AckTimeout { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
         }
+        Err(last.unwrap_or(MonitorError::AckTimeout {
+            event: "monitor:subscribe".into(),
+            url: self.url.clone(),
+            timeout: Duration::from_secs(2),
+        }))
     }
 
     /// Moves events that already arrived into [`Monitor::seen`].
