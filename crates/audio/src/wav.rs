@@ -43,61 +43,34 @@ impl WavAudio {
     }
 }
 
-/// Reads a 16-bit integer or 32-bit float WAV file.
+/// Reads a WAV file: 16/24/32-bit integer or 32-bit float samples.
 pub fn read_wav(path: impl AsRef<Path>) -> Result<WavAudio, WavError> {
     let path = path.as_ref();
     let name = path.display().to_string();
-    let io = |source| WavError::Io {
-        path: name.clone(),
-        source,
-    };
-    let mut reader = hound::WavReader::open(path).map_err(io)?;
-    let spec = reader.spec();
-    let samples = match (spec.sample_format, spec.bits_per_sample) {
-        (hound::SampleFormat::Int, 16) => reader
-            .samples::<i16>()
-            .map(|s| s.map(|v| f32::from(v) / 32768.0))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(io)?,
-        (hound::SampleFormat::Float, 32) => reader
-            .samples::<f32>()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(io)?,
-        (hound::SampleFormat::Int, bits @ (24 | 32)) => {
-            let scale = (1u64 << (bits - 1)) as f32;
-            reader
-                .samples::<i32>()
-                .map(|s| s.map(|v| v as f32 / scale))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(io)?
-        }
-        (fmt, bits) => {
-            return Err(WavError::Unsupported {
-                path: name,
-                bits,
-                kind: if fmt == hound::SampleFormat::Int {
-                    "int"
-                } else {
-                    "float"
-                },
-            })
-        }
-    };
-    Ok(WavAudio {
-        samples,
-        sample_rate: spec.sample_rate,
-        channels: spec.channels,
-    })
+    match hound::WavReader::open(path) {
+        Ok(reader) => decode(reader, name),
+        Err(source) => Err(WavError::Io { path: name, source }),
+    }
 }
 
-/// Decodes a 16-bit integer or 32-bit float WAV held in memory (e.g. an HTTP TTS answer).
+/// Decodes a WAV held in memory (e.g. an HTTP TTS answer); same formats as [`read_wav`].
 pub fn read_wav_bytes(bytes: &[u8]) -> Result<WavAudio, WavError> {
     let name = "<memory>".to_string();
+    match hound::WavReader::new(std::io::Cursor::new(bytes)) {
+        Ok(reader) => decode(reader, name),
+        Err(source) => Err(WavError::Io { path: name, source }),
+    }
+}
+
+/// Converts every sample of `reader` to f32 in [-1, 1]; `name` labels errors.
+fn decode<R: std::io::Read>(
+    mut reader: hound::WavReader<R>,
+    name: String,
+) -> Result<WavAudio, WavError> {
     let io = |source| WavError::Io {
         path: name.clone(),
         source,
     };
-    let mut reader = hound::WavReader::new(std::io::Cursor::new(bytes)).map_err(io)?;
     let spec = reader.spec();
     let samples = match (spec.sample_format, spec.bits_per_sample) {
         (hound::SampleFormat::Int, 16) => reader
