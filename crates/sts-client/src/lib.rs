@@ -210,9 +210,10 @@ fn parse<T: DeserializeOwned>(v: Value) -> Result<T, String> {
 }
 
 impl StsClient {
-    /// Starts a client that connects in the background and keeps reconnecting. Events
-    /// (including [`ClientEvent::Connected`]) arrive on the returned receiver.
-    pub fn spawn(cfg: StsClientConfig) -> (Self, mpsc::Receiver<ClientEvent>) {
+    /// A client that has not connected yet, with its event channel.
+    fn unconnected(
+        cfg: StsClientConfig,
+    ) -> (Self, mpsc::Sender<ClientEvent>, mpsc::Receiver<ClientEvent>) {
         let (tx, rx) = mpsc::channel(cfg.event_capacity);
         let inner = Arc::new(Inner {
             cfg,
@@ -222,7 +223,13 @@ impl StsClient {
             closed: AtomicBool::new(false),
             connect_waiter: Mutex::new(None),
         });
-        let me = Self { inner };
+        (Self { inner }, tx, rx)
+    }
+
+    /// Starts a client that connects in the background and keeps reconnecting. Events
+    /// (including [`ClientEvent::Connected`]) arrive on the returned receiver.
+    pub fn spawn(cfg: StsClientConfig) -> (Self, mpsc::Receiver<ClientEvent>) {
+        let (me, tx, rx) = Self::unconnected(cfg);
         let bg = me.clone();
         tokio::spawn(async move { bg.first_connect_loop(tx).await });
         (me, rx)
@@ -233,16 +240,7 @@ impl StsClient {
     pub async fn connect(
         cfg: StsClientConfig,
     ) -> Result<(Self, mpsc::Receiver<ClientEvent>), ConnectError> {
-        let (tx, rx) = mpsc::channel(cfg.event_capacity);
-        let inner = Arc::new(Inner {
-            cfg,
-            client: tokio::sync::RwLock::new(None),
-            connected: AtomicBool::new(false),
-            generation: AtomicU64::new(0),
-            closed: AtomicBool::new(false),
-            connect_waiter: Mutex::new(None),
-        });
-        let me = Self { inner };
+        let (me, tx, rx) = Self::unconnected(cfg);
         me.try_connect(tx).await?;
         Ok((me, rx))
     }
