@@ -190,16 +190,22 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningServer> {
     let _ = state.io.set(io.clone());
     {
         let st = state.clone();
-        let st2 = state.clone();
+        // Event handlers are registered in the middleware, not in the connect handler:
+        // socketioxide sends the CONNECT packet before it spawns the (async) connect
+        // handler, so a client that emits on `connect` (every standard client may) could
+        // otherwise reach a socket with no handlers yet and lose that event.
         io.ns(
             "/",
-            (move |s: SocketRef| {
-                let st = st.clone();
-                async move { on_connect(s, st) }
+            (|s: SocketRef| async move {
+                tracing::info!(sid = %s.id, "client connected");
             })
             .with(move |s: SocketRef, TryData(auth): TryData<Value>| {
-                let st = st2.clone();
-                async move { authorize(&st, &s, auth.ok()) }
+                let st = st.clone();
+                async move {
+                    authorize(&st, &s, auth.ok())?;
+                    register_handlers(s, st);
+                    Ok::<(), AuthError>(())
+                }
             }),
         );
     }
@@ -413,9 +419,9 @@ fn slot_dispatcher(
     tx
 }
 
-fn on_connect(s: SocketRef, st: Arc<AppState>) {
+/// Installs every event handler of an authorized socket (before its CONNECT is sent).
+fn register_handlers(s: SocketRef, st: Arc<AppState>) {
     st.metrics.clients.inc();
-    tracing::info!(sid = %s.id, "client connected");
     {
         let st = st.clone();
         s.on(
