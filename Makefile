@@ -47,14 +47,19 @@ python: deps
 
 setup: deps models media-server python
 
+# Every target of the whole workspace at once: the test runs below then find their binaries
+# built with the same feature set (a `--bins`-only build resolves features without
+# dev-dependencies and would compile much of the tree a second time).
 build: deps
-	$(CARGO) build --workspace --bins
+	$(CARGO) build --workspace --all-targets
 
+# Both select the whole workspace (the e2e suite is `test = false`, so `unit` leaves it
+# out): selecting fewer packages would change the feature set and recompile dependencies.
 unit: setup build
-	$(CARGO) test --workspace --exclude livedub-e2e
+	$(CARGO) test --workspace
 
 e2e: setup build
-	$(CARGO) test -p livedub-e2e
+	$(CARGO) test --workspace --test e2e
 
 test: unit e2e
 
