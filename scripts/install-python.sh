@@ -16,7 +16,7 @@ if ! "$VENV/bin/python" -c 'import socketio, websocket, requests' 2>/dev/null; t
   log "installing python-socketio[client] into $VENV"
   "$VENV/bin/pip" install --disable-pip-version-check -q 'python-socketio[client]>=5.10' websocket-client requests
 fi
-log "python-socketio ready: $("$VENV/bin/python" -c 'import socketio; print(socketio.__version__)' 2>/dev/null || echo '?')"
+log "python-socketio ready: $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("python-socketio"))' 2>/dev/null || echo '?')"
 
 if [ "${1:-}" = "--bench" ]; then
   BENCH="$CACHE/venv-bench"
