@@ -42,6 +42,9 @@ const SLOW_ECHO_DELAY_MS: u64 = 20_000;
 const SAME_AUDIO_BER: f64 = 0.2;
 /// Bit error rate above which two audio segments are "different audio".
 const DIFFERENT_AUDIO_BER: f64 = 0.3;
+/// Fixture seconds not judged by fingerprint when the worker joins a running stream (seen:
+/// the output's first ~3 s shifted 50-200 ms, converging, in a loaded run).
+const JOIN_SETTLE_S: f64 = 3.0;
 
 // ---------------------------------------------------------------------------------------
 // Suite state
@@ -655,7 +658,16 @@ fn check_audio_length(name: &str, carried: f64, cut: f64) -> anyhow::Result<()> 
 /// recorder joining late, encoder priming and the media-service's timestamp resync shift
 /// it by amounts that are not multiples of a hop, and half a hop off already costs ~0.2
 /// BER on identical audio.
-fn segment_bers(recording: &Path, segments: usize) -> anyhow::Result<(isize, Vec<f64>)> {
+///
+/// `settle_s`: seconds at the start of the fixture left out of segment 0's judgement (a
+/// worker that joins a running stream gets the media server's key-frame cache as a burst;
+/// the first seconds of its audio can then sit up to ~200 ms off while RTSP timestamps
+/// settle, which no single alignment matches).
+fn segment_bers(
+    recording: &Path,
+    segments: usize,
+    settle_s: f64,
+) -> anyhow::Result<(isize, Vec<f64>)> {
     let input = Fingerprint::compute(&decode_audio_mono(&fixture_path())?);
     let samples = decode_audio_mono(recording)?;
     // One fingerprint per quarter-hop start, each with its best global offset.
@@ -682,8 +694,9 @@ fn segment_bers(recording: &Path, segments: usize) -> anyhow::Result<(isize, Vec
                 .iter()
                 .flat_map(|(offset, _, output)| (-8..=8).map(move |d| (offset + d, output)))
                 .map(|(o, output)| {
+                    let from = (k as f64 * seg_s).max(settle_s);
                     input
-                        .compare_seconds(output, o, k as f64 * seg_s, (k + 1) as f64 * seg_s)
+                        .compare_seconds(output, o, from, (k + 1) as f64 * seg_s)
                         .bit_error_rate
                 })
                 .fold(1.0, f64::min)
@@ -1121,7 +1134,8 @@ async fn test_output_audio_fingerprints_dubbed_vs_fallback() -> anyhow::Result<(
         "media-service logged {} fragments",
         run.fragments.len()
     );
-    let (offset, bers) = segment_bers(&run.recording, 5)?;
+    // Lead-in: the worker is attached before the first audio, nothing to settle.
+    let (offset, bers) = segment_bers(&run.recording, 5, 0.0)?;
     // Known media-service defect (reported, not judged here): when the input's audio
     // starts after its video (this test's lead-in), output video PTS collapse.
     let video = StreamReport::probe(&run.recording, true)?.video_pts();
@@ -1192,7 +1206,10 @@ async fn test_fallback_when_sts_slower_than_deadline() -> anyhow::Result<()> {
         sync.max_audio_gap_ms < SYNC_BUDGET_MS && sync.max_video_gap_ms < SYNC_BUDGET_MS,
         "output has holes: {sync:?}"
     );
-    let (_, bers) = segment_bers(&run.recording, 5)?;
+    // No lead-in here (its video-only start trips a known output timestamp defect that the
+    // hole check above would report): the worker joins the running stream, so the start-up
+    // settling of its first seconds is not judged.
+    let (_, bers) = segment_bers(&run.recording, 5, JOIN_SETTLE_S)?;
     for (k, ber) in bers.iter().enumerate() {
         ensure!(*ber < SAME_AUDIO_BER, "segment {k} of the fallback output is not the original audio (BER {ber:.3}); all: {bers:.3?}");
     }
