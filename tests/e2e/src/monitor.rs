@@ -304,7 +304,11 @@ impl Monitor {
         by_seq.into_values().collect()
     }
 
-    /// Waits for `count` distinct `fragment:processed` of `stream_id`; returns what came.
+    /// Waits until `fragment:processed` of `stream_id` has come for each of the sequence
+    /// numbers `0..count` (or `timeout`); returns every one that came, later ones included.
+    ///
+    /// Answers arrive in any order: a short trailing fragment is often answered before the
+    /// long one ahead of it, so counting distinct answers would stop one too early.
     pub async fn collect_processed(
         &mut self,
         stream_id: &str,
@@ -316,10 +320,12 @@ impl Monitor {
             let mut seqs = std::collections::BTreeSet::new();
             for e in events {
                 if e.name == "fragment:processed" && e.data["stream_id"] == sid.as_str() {
-                    seqs.insert(e.data["sequence_number"].as_u64());
+                    if let Some(seq) = e.data["sequence_number"].as_u64() {
+                        seqs.insert(seq);
+                    }
                 }
             }
-            seqs.len() >= count
+            (0..count as u64).all(|seq| seqs.contains(&seq))
         })
         .await;
         self.processed(stream_id)
