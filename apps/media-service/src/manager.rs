@@ -331,22 +331,36 @@ impl Manager {
                         warned = false;
                     }
                     for n in &names {
-                        if seen.insert(n.clone()) {
-                            let exists = self.lock().contains_key(n);
-                            if !exists {
-                                match self.start(
-                                    StreamRequest {
-                                        name: n.clone(),
-                                        input: None,
-                                        output: None,
-                                    },
-                                    Origin::Discovery,
-                                ) {
-                                    Ok(_) => info!(stream = %n, "discovered live/{n}/in"),
-                                    Err(e) => {
-                                        warn!(stream = %n, error = %e, "discovered stream not started")
-                                    }
-                                }
+                        if seen.contains(n) {
+                            continue;
+                        }
+                        // A worker that is still retrying picks the new publication up by
+                        // itself; one that has just ended (its entry is removed a moment
+                        // later) must not make us skip this appearance for good.
+                        let running = self.lock().get(n).is_some_and(|e| !e.task.is_finished());
+                        if running {
+                            seen.insert(n.clone());
+                            continue;
+                        }
+                        match self.start(
+                            StreamRequest {
+                                name: n.clone(),
+                                input: None,
+                                output: None,
+                            },
+                            Origin::Discovery,
+                        ) {
+                            Ok(_) => {
+                                seen.insert(n.clone());
+                                info!(stream = %n, "discovered live/{n}/in");
+                            }
+                            // Exists: the old worker is still winding down; try on the next poll.
+                            Err(ManagerError::Exists(_)) => {
+                                debug!(stream = %n, "previous worker still ending; retrying on the next poll")
+                            }
+                            Err(e) => {
+                                seen.insert(n.clone());
+                                warn!(stream = %n, error = %e, "discovered stream not started")
                             }
                         }
                     }
