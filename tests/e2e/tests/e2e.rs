@@ -1190,13 +1190,17 @@ async fn test_output_audio_fingerprints_dubbed_vs_fallback() -> anyhow::Result<(
 async fn test_fallback_when_sts_slower_than_deadline() -> anyhow::Result<()> {
     let pair = suite().slow_pair()?;
     let name = stream_name("test_fallback_when_sts_slower_than_deadline");
-    let run = run_stream(
-        &pair,
-        &name,
-        RunOptions {
-            expect_processed: 0,
-            ..Default::default()
-        },
+    // Echo STS, but its stream still loads the CPU: it takes its turn like the real-STS ones.
+    let run = with_slot(
+        1,
+        run_stream(
+            &pair,
+            &name,
+            RunOptions {
+                expect_processed: 0,
+                ..Default::default()
+            },
+        ),
     )
     .await?;
     let r = StreamReport::probe(&run.recording, true)?;
@@ -1328,7 +1332,7 @@ async fn test_media_service_compose_starts() -> anyhow::Result<()> {
         // restarted STS again.
         let info = PairInfo::of(&pair);
         let name = stream_name("test_media_service_compose_starts");
-        let run = run_stream(&info, &name, RunOptions { seconds: Some(13), expect_processed: 2, ..Default::default() }).await?;
+        let run = with_slot(1, run_stream(&info, &name, RunOptions { seconds: Some(13), expect_processed: 2, ..Default::default() })).await?;
         ensure!(
             run.processed.len() >= 2,
             "after the restarts the STS answered {} fragments (expected 2): the media-service did not reconnect",
@@ -1429,16 +1433,19 @@ async fn test_env_config_overrides() -> anyhow::Result<()> {
         client.close().await;
         // FRAGMENT_DURATION_MS=4000: a 9 s publish gives 4 s fragments.
         let stream = stream_name("test_env_config_overrides");
-        let run = run_stream(
-            &info,
-            &stream,
-            RunOptions {
-                seconds: Some(9),
-                expect_processed: 2,
-                record: false,
-                // Fragment lengths are checked: the first fragment must not be the only full one.
-                lead_in: true,
-            },
+        let run = with_slot(
+            1,
+            run_stream(
+                &info,
+                &stream,
+                RunOptions {
+                    seconds: Some(9),
+                    expect_processed: 2,
+                    record: false,
+                    // Fragment lengths are checked: the first fragment must not be the only full one.
+                    lead_in: true,
+                },
+            ),
         )
         .await?;
         ensure!(
@@ -1748,9 +1755,10 @@ fn test_number_reader() -> anyhow::Result<()> {
 // Harness
 // ---------------------------------------------------------------------------------------
 
-/// Runs `fut`, which sends `n` streams through the real STS, once that fits in the
-/// `E2E_STREAM_SLOTS` budget. With one slot every real-STS test runs alone (the concurrency
-/// test's two streams included).
+/// Runs `fut`, which publishes `n` streams, once that fits in the `E2E_STREAM_SLOTS`
+/// budget. With one slot every stream test runs alone (the concurrency test's two streams
+/// together): the echo pairs' streams take turns too, since a real-STS stream that shares
+/// the 2 cores with them (and with the suite's start-up) saw 6-9 s of ASR per fragment.
 async fn with_slot<T>(n: u32, fut: impl std::future::Future<Output = T>) -> T {
     let s = suite();
     let capacity = s.slots.max(2);
