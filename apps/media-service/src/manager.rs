@@ -403,10 +403,19 @@ pub async fn fetch_paths(s: &Settings) -> Result<HashSet<String>, String> {
         "http://{}:{}/v3/paths/list",
         s.mediamtx_host, s.mediamtx_api_port
     );
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .map_err(|e| e.to_string())?;
+    // One client for the process: building one loads the TLS root store, which at a
+    // 250 ms poll cost an idle media-service a third of a core.
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let client = match CLIENT.get() {
+        Some(c) => c,
+        None => {
+            let c = reqwest::Client::builder()
+                .timeout(Duration::from_secs(3))
+                .build()
+                .map_err(|e| format!("cannot build the HTTP client for {url}: {e}"))?;
+            CLIENT.get_or_init(|| c)
+        }
+    };
     let resp = client
         .get(&url)
         .send()
