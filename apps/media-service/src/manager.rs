@@ -331,17 +331,11 @@ impl Manager {
                         warned = false;
                     }
                     for n in &names {
-                        if seen.contains(n) {
+                        if !seen.insert(n.clone()) {
                             continue;
                         }
-                        // A worker that is still retrying picks the new publication up by
-                        // itself; one that has just ended (its entry is removed a moment
-                        // later) must not make us skip this appearance for good.
-                        let running = self.lock().get(n).is_some_and(|e| !e.task.is_finished());
-                        if running {
-                            seen.insert(n.clone());
-                            continue;
-                        }
+                        // `start` replaces an entry whose worker has ended (its removal
+                        // comes a moment later), so a quick republication is not skipped.
                         match self.start(
                             StreamRequest {
                                 name: n.clone(),
@@ -350,16 +344,12 @@ impl Manager {
                             },
                             Origin::Discovery,
                         ) {
-                            Ok(_) => {
-                                seen.insert(n.clone());
-                                info!(stream = %n, "discovered live/{n}/in");
-                            }
-                            // Exists: the old worker is still winding down; try on the next poll.
+                            Ok(_) => info!(stream = %n, "discovered live/{n}/in"),
+                            // Still retrying: that worker picks the publication up itself.
                             Err(ManagerError::Exists(_)) => {
-                                debug!(stream = %n, "previous worker still ending; retrying on the next poll")
+                                debug!(stream = %n, "worker still running; it retries by itself")
                             }
                             Err(e) => {
-                                seen.insert(n.clone());
                                 warn!(stream = %n, error = %e, "discovered stream not started")
                             }
                         }

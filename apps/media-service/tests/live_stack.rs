@@ -494,19 +494,20 @@ fn media_server_restart_is_retried_and_the_stream_resumes() {
         http_get(stack.api, "/v3/paths/list").is_some()
     });
     let _pub2 = stack.publish(&clip, name);
-    let t0 = std::time::Instant::now();
-    while processed(&stack) <= before {
-        if t0.elapsed() > Duration::from_secs(40) {
+    common::wait_until_explained(
+        Duration::from_secs(40),
+        "dubbing to resume after the restart",
+        || processed(&stack) > before,
+        || {
             let log = stack.ms.log_text();
             let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            panic!(
-                "dubbing did not resume within 40 s of the restart; /health: {:?}\nmedia-service (last lines, newest first):\n{}",
+            format!(
+                "/health: {:?}\nmedia-service (last lines, newest first):\n{}",
                 http_get(stack.http, "/health").map(|(_, b)| b),
                 tail.join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+            )
+        },
+    );
     let (_, health) = http_get(stack.http, "/health").unwrap();
     assert!(
         health.contains(name) && health.contains("\"running\""),

@@ -81,10 +81,10 @@ impl PairInfo {
 struct Suite {
     settings: Arc<Settings>,
     rt: tokio::runtime::Runtime,
-    /// Streams through the real STS at once: each costs ASR time on shared cores.
+    /// Test streams at once (see [`with_slot`]): each costs CPU on shared cores.
     stream_slots: Arc<tokio::sync::Semaphore>,
-    /// `E2E_STREAM_SLOTS`: how many streams may use the real STS at once (the semaphore has
-    /// at least 2 permits, for the one test that runs two streams by design).
+    /// `E2E_STREAM_SLOTS`: how many test streams may run at once (the semaphore has at
+    /// least 2 permits, for the one test that runs two streams by design).
     slots: u32,
     /// Publishes are spread out so fragment boundaries of different streams (and with them
     /// the STS load) do not coincide.
@@ -1924,7 +1924,7 @@ fn main() {
         .filter(|&n| n >= 1)
         .unwrap_or(1);
     eprintln!(
-        "[e2e] run {} on the {} backend; logs in {} ({} concurrent real-STS streams)",
+        "[e2e] run {} on the {} backend; logs in {} ({} concurrent test streams)",
         settings.run_id,
         settings.backend.as_str(),
         settings.log_dir.display(),

@@ -171,7 +171,17 @@ pub fn http_send(port: u16, method: &str, path: &str, body: &str) -> Option<(u16
 }
 
 /// Polls until `f` is true or panics after `t` with `what`.
-pub fn wait_until(t: Duration, what: &str, mut f: impl FnMut() -> bool) {
+pub fn wait_until(t: Duration, what: &str, f: impl FnMut() -> bool) {
+    wait_until_explained(t, what, f, String::new);
+}
+
+/// [`wait_until`], adding `explain()` (logs, state) to the panic message.
+pub fn wait_until_explained(
+    t: Duration,
+    what: &str,
+    mut f: impl FnMut() -> bool,
+    explain: impl FnOnce() -> String,
+) {
     let t0 = Instant::now();
     while t0.elapsed() < t {
         if f() {
@@ -179,7 +189,7 @@ pub fn wait_until(t: Duration, what: &str, mut f: impl FnMut() -> bool) {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    panic!("timed out after {t:?} waiting for {what}");
+    panic!("timed out after {t:?} waiting for {what}\n{}", explain());
 }
 
 /// Generates a clip: testsrc H.264 (SEI stripped) + sine AAC 48 kHz stereo.
