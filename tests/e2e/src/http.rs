@@ -103,6 +103,23 @@ pub fn is_ok(host: &str, port: u16, path: &str) -> bool {
     matches!(get(host, port, path, Duration::from_secs(1)), Ok(r) if (200..300).contains(&r.status))
 }
 
+/// True when `GET path` answers 2xx at least once within `within` (tried every 200 ms).
+///
+/// For "is it still up?" checks on a loaded machine, where one slow answer is not an
+/// outage; "is it down?" checks use [`is_ok`] once, as a stopped process refuses at once.
+pub fn ok_within(host: &str, port: u16, path: &str, within: Duration) -> bool {
+    let started = Instant::now();
+    loop {
+        if is_ok(host, port, path) {
+            return true;
+        }
+        if started.elapsed() >= within {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// True when something accepts TCP connections on `host:port`.
 pub fn port_open(host: &str, port: u16) -> bool {
     (host, port)

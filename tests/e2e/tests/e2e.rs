@@ -1139,13 +1139,15 @@ async fn test_output_audio_fingerprints_dubbed_vs_fallback() -> anyhow::Result<(
     );
     // Lead-in: the worker is attached before the first audio, nothing to settle.
     let (offset, bers) = segment_bers(&run.recording, 5, 0.0)?;
-    // Known media-service defect (reported, not judged here): when the input's audio
-    // starts after its video (this test's lead-in), output video PTS collapse.
+    // Known media-service defect, reported rather than judged here (see "Known limits" in
+    // docs/media-service.md): the lead-in makes the worker join while the media server
+    // replays its key-frame cache, the jitter buffer's skew correction then holds the video
+    // timestamps back, and the output video timeline freezes on one timestamp.
     let video = StreamReport::probe(&run.recording, true)?.video_pts();
     let distinct: BTreeSet<u64> = video.iter().map(|t| (t * 1000.0).round() as u64).collect();
     if distinct.len() + 10 < video.len() {
         eprintln!(
-            "[e2e] WARNING {name}: {} of {} output video frames share a timestamp (input audio starts after video)",
+            "[e2e] WARNING {name}: {} of {} output video frames share a timestamp (frozen video timeline after a key-frame burst)",
             video.len() - distinct.len(),
             video.len()
         );
@@ -1309,25 +1311,31 @@ async fn test_media_service_compose_starts() -> anyhow::Result<()> {
     let h = pair.host().to_string();
     let (mp, sp) = (pair.media_port(), pair.sts_port());
     let api = pair.media_server().api_port;
+    let up = |port: u16, path: &str| http::ok_within(&h, port, path, Duration::from_secs(5));
     let result: anyhow::Result<()> = async {
-        ensure!(http::is_ok(&h, mp, "/health") && http::is_ok(&h, sp, "/health"), "pair not healthy after start");
-        let sts_pid = pair.service_pid(Side::Sts);
-        // Media side down: STS unaffected.
-        pair.stop_side(Side::Media)?;
-        ensure!(!http::is_ok(&h, mp, "/health"), "media-service still answers after stop");
-        ensure!(!http::is_ok(&h, api, "/v3/paths/list"), "media server still answers after stop");
-        ensure!(http::is_ok(&h, sp, "/health"), "stopping the media side took the STS down");
-        pair.start_side(Side::Media)?;
-        ensure!(http::is_ok(&h, mp, "/health"), "media-service not healthy after restart");
-        ensure!(pair.service_pid(Side::Sts) == sts_pid, "the STS was restarted along with the media side");
-        // STS side down: media side unaffected.
-        let media_pid = pair.service_pid(Side::Media);
-        pair.stop_side(Side::Sts)?;
-        ensure!(!http::is_ok(&h, sp, "/health"), "STS still answers after stop");
-        ensure!(http::is_ok(&h, mp, "/health"), "stopping the STS took the media-service down");
-        ensure!(pair.side_running(Side::Media), "media side died while the STS was down");
-        pair.start_side(Side::Sts)?;
-        ensure!(pair.service_pid(Side::Media) == media_pid, "the media-service was restarted along with the STS");
+        // Stops, starts and health polls block: keep them off the runtime's workers, which
+        // the other tests' monitors share.
+        tokio::task::block_in_place(|| -> anyhow::Result<()> {
+            ensure!(up(mp, "/health") && up(sp, "/health"), "pair not healthy after start");
+            let sts_pid = pair.service_pid(Side::Sts);
+            // Media side down: STS unaffected.
+            pair.stop_side(Side::Media)?;
+            ensure!(!http::is_ok(&h, mp, "/health"), "media-service still answers after stop");
+            ensure!(!http::is_ok(&h, api, "/v3/paths/list"), "media server still answers after stop");
+            ensure!(up(sp, "/health"), "stopping the media side took the STS down");
+            pair.start_side(Side::Media)?;
+            ensure!(up(mp, "/health"), "media-service not healthy after restart");
+            ensure!(pair.service_pid(Side::Sts) == sts_pid, "the STS was restarted along with the media side");
+            // STS side down: media side unaffected.
+            let media_pid = pair.service_pid(Side::Media);
+            pair.stop_side(Side::Sts)?;
+            ensure!(!http::is_ok(&h, sp, "/health"), "STS still answers after stop");
+            ensure!(up(mp, "/health"), "stopping the STS took the media-service down");
+            ensure!(pair.side_running(Side::Media), "media side died while the STS was down");
+            pair.start_side(Side::Sts)?;
+            ensure!(pair.service_pid(Side::Media) == media_pid, "the media-service was restarted along with the STS");
+            Ok(())
+        })?;
         // After both restarts the pipeline works end to end: the media-service found the
         // restarted STS again.
         let info = PairInfo::of(&pair);
@@ -1850,6 +1858,16 @@ fn run_body(name: &'static str, body: &Body) -> Result<(), Failed> {
             format!("panicked: {msg}")
         }
     };
+    // CI shows only the tail of the output, and the log excerpts below can be long:
+    // keep the cause for the one-line summary printed after everything else.
+    FAILURES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(format!(
+            "{name} (after {:.1}s): {}",
+            started.elapsed().as_secs_f64(),
+            first_lines(&err, 6)
+        ));
     let stream = stream_name(name);
     // The concurrency test uses two names with a common prefix.
     let needle = if name.contains("concurrent") {
@@ -1864,6 +1882,22 @@ fn run_body(name: &'static str, body: &Body) -> Result<(), Failed> {
         log_context(&needle)
     )
     .into())
+}
+
+/// Causes of the failed tests, for the summary at the end of the run.
+static FAILURES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// At most `n` lines of `text`, with a marker when some were left out.
+fn first_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = lines[..lines.len().min(n)].join("\n    ");
+    if lines.len() > n {
+        out.push_str(&format!(
+            "\n    ... ({} more lines above the log excerpts)",
+            lines.len() - n
+        ));
+    }
+    out
 }
 
 macro_rules! sync_test {
@@ -1959,5 +1993,12 @@ fn main() {
         started.elapsed().as_secs_f64(),
         settings.log_dir.display()
     );
+    let failures = FAILURES.lock().unwrap_or_else(|p| p.into_inner());
+    if !failures.is_empty() {
+        eprintln!("[e2e] {} failed:", failures.len());
+        for f in failures.iter() {
+            eprintln!("  - {f}");
+        }
+    }
     conclusion.exit();
 }
