@@ -425,6 +425,27 @@ pub fn build(spec: &GraphSpec) -> Result<MediaPipeline, PipelineError> {
         );
     }
 
+    // Repeated input video timestamps get spread out before h264parse sees them.
+    let spreader = std::sync::Mutex::new(RepeatedPtsSpreader::default());
+    video_head.static_pad("sink").expect("sink pad").add_probe(
+        gst::PadProbeType::BUFFER,
+        move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() {
+                if let Some(pts) = buffer.pts() {
+                    let out = spreader.lock().unwrap_or_else(|p| p.into_inner()).next(pts);
+                    if out != pts {
+                        let b = buffer.make_mut();
+                        if b.dts() == Some(pts) {
+                            b.set_dts(out);
+                        }
+                        b.set_pts(out);
+                    }
+                }
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+
     // Link input pads as they appear.
     let vhead = video_head.clone();
     let ahead = audio_head.clone();
@@ -494,6 +515,61 @@ fn attach_fakesink(pipe: &gst::glib::WeakRef<gst::Pipeline>, pad: &gst::Pad) {
     }
 }
 
+/// Gives repeated video timestamps their own times again, 1 ms apart.
+///
+/// rtspsrc's jitter buffer (`buffer-mode=slave`) answers a burst of old frames (a server
+/// replaying its key-frame cache to a new reader) by holding timestamps back while it
+/// corrects its skew estimate: it repeats the previous timestamp, for seconds. h264parse
+/// takes a repeated timestamp as "none", flvmux stamps such frames with its last (audio)
+/// time and clamps every later frame to that, so the whole output video froze on one
+/// timestamp (measured with xiu: 569 of 600 frames). Spreading the repeats keeps the
+/// jitter buffer's correction (A/V stays aligned) and a strictly increasing video timeline.
+/// Frames whose timestamps go back (B-frames in transmission order) are left alone; only
+/// a repeat starts a ramp, and the ramp continues until the input passes it.
+#[derive(Debug, Default)]
+pub struct RepeatedPtsSpreader {
+    last_in: Option<gst::ClockTime>,
+    last_out: Option<gst::ClockTime>,
+    ramping: bool,
+    spread: u64,
+}
+
+impl RepeatedPtsSpreader {
+    /// Step between spread timestamps.
+    pub const STEP: gst::ClockTime = gst::ClockTime::from_mseconds(1);
+
+    /// The timestamp to use for a frame that arrived with `pts`.
+    pub fn next(&mut self, pts: gst::ClockTime) -> gst::ClockTime {
+        let out = match (self.last_in, self.last_out) {
+            (Some(last_in), Some(last_out))
+                if pts == last_in || (self.ramping && pts <= last_out) =>
+            {
+                if !self.ramping {
+                    tracing::debug!(pts = %pts, "input video timestamps repeat: spreading them 1 ms apart");
+                }
+                self.ramping = true;
+                self.spread += 1;
+                last_out + Self::STEP
+            }
+            _ => {
+                if self.ramping {
+                    tracing::info!(
+                        frames = self.spread,
+                        resumed_at = %pts,
+                        "input video timestamps repeated (jitter buffer catching up after a burst); spread them 1 ms apart"
+                    );
+                    self.spread = 0;
+                }
+                self.ramping = false;
+                pts
+            }
+        };
+        self.last_in = Some(pts);
+        self.last_out = Some(out);
+        out
+    }
+}
+
 /// Wraps interleaved S16 samples in a timestamped buffer for the appsrc.
 pub fn pcm_buffer(samples: &[i16], pts_ns: u64, duration_ns: u64) -> gst::Buffer {
     let mut bytes = Vec::with_capacity(samples.len() * 2);
@@ -512,6 +588,38 @@ pub fn pcm_buffer(samples: &[i16], pts_ns: u64, duration_ns: u64) -> gst::Buffer
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gstreamer::ClockTime;
+
+    fn run(ms: &[u64]) -> Vec<u64> {
+        let mut s = RepeatedPtsSpreader::default();
+        ms.iter()
+            .map(|&m| s.next(ClockTime::from_mseconds(m)).mseconds())
+            .collect()
+    }
+
+    #[test]
+    fn regular_timestamps_pass_unchanged() {
+        assert_eq!(run(&[0, 33, 67, 100]), vec![0, 33, 67, 100]);
+    }
+
+    #[test]
+    fn b_frame_order_is_left_alone() {
+        // Transmission order I P B B: timestamps go back, none repeats.
+        assert_eq!(
+            run(&[0, 100, 33, 67, 200, 133]),
+            vec![0, 100, 33, 67, 200, 133]
+        );
+    }
+
+    #[test]
+    fn repeats_are_spread_until_the_input_passes_them() {
+        // Stuck at 2000 for four frames, then the input resumes at 2002 (still inside the
+        // ramp) and 2033 (past it).
+        assert_eq!(
+            run(&[1967, 2000, 2000, 2000, 2000, 2002, 2033, 2067]),
+            vec![1967, 2000, 2001, 2002, 2003, 2004, 2033, 2067]
+        );
+    }
 
     #[test]
     fn rtmp_targets_keep_app_and_stream_apart() {

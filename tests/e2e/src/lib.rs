@@ -23,7 +23,19 @@ pub mod stack;
 use std::path::PathBuf;
 
 /// The workspace root (two levels above this crate).
+///
+/// cargo runs test binaries in their package's directory, so the checkout is found from
+/// there first: the path compiled in can belong to another checkout when several share
+/// one target dir (cargo reuses the unchanged library built from the other one).
 pub fn repo_root() -> PathBuf {
+    if let Ok(cwd) = std::env::current_dir() {
+        if let Some(root) = cwd
+            .ancestors()
+            .find(|d| d.join("tests/e2e/Cargo.toml").is_file())
+        {
+            return root.to_path_buf();
+        }
+    }
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     here.parent()
         .and_then(|p| p.parent())
