@@ -86,6 +86,8 @@ pub struct Manager {
     settings: Settings,
     metrics: Arc<Metrics>,
     streams: Mutex<BTreeMap<String, Entry>>,
+    /// Names discovery has started for their current appearance on the media server.
+    discovered: Mutex<HashSet<String>>,
     shutdown: CancellationToken,
 }
 
@@ -109,6 +111,7 @@ impl Manager {
             settings,
             metrics,
             streams: Mutex::new(BTreeMap::new()),
+            discovered: Mutex::new(HashSet::new()),
             shutdown,
         })
     }
@@ -286,6 +289,12 @@ impl Manager {
                         && !self.path_still_listed(&name).await.unwrap_or(true)
                     {
                         info!(stream = %name, "stream no longer on the media server; not retrying");
+                        // Discovery may have missed the gap (the server was down while it
+                        // polled): let its next sighting count as a new appearance.
+                        self.discovered
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&name);
                         break;
                     }
                 }
@@ -312,11 +321,11 @@ impl Manager {
     }
 
     /// Polls the media server for `live/<name>/in` and starts workers for new names. A name
-    /// is started once per appearance: it must vanish from the list before it is started
-    /// again (so a finished worker is not restarted on a stale path).
+    /// is started once per appearance: it must vanish from the list (as seen by a poll, or
+    /// by its worker giving up) before it is started again, so a finished worker is not
+    /// restarted on a stale path.
     pub async fn discovery_loop(self: Arc<Self>) {
         let s = self.settings.clone();
-        let mut seen: HashSet<String> = HashSet::new();
         let mut warned = false;
         let mut tick = tokio::time::interval(Duration::from_millis(s.discovery_interval_ms as u64));
         loop {
@@ -330,6 +339,7 @@ impl Manager {
                         info!("media server API reachable again");
                         warned = false;
                     }
+                    let mut seen = self.discovered.lock().unwrap_or_else(|p| p.into_inner());
                     for n in &names {
                         if !seen.insert(n.clone()) {
                             continue;
@@ -355,6 +365,7 @@ impl Manager {
                         }
                     }
                     seen.retain(|n| names.contains(n));
+                    drop(seen);
                 }
                 Err(e) => {
                     if !warned {
