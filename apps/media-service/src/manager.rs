@@ -365,7 +365,6 @@ impl Manager {
                         }
                     }
                     seen.retain(|n| names.contains(n));
-                    drop(seen);
                 }
                 Err(e) => {
                     if !warned {

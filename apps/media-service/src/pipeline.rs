@@ -530,7 +530,7 @@ fn attach_fakesink(pipe: &gst::glib::WeakRef<gst::Pipeline>, pad: &gst::Pad) {
 pub struct RepeatedPtsSpreader {
     last_in: Option<gst::ClockTime>,
     last_out: Option<gst::ClockTime>,
-    ramping: bool,
+    /// Frames spread in the current ramp (0: not ramping).
     spread: u64,
 }
 
@@ -542,17 +542,16 @@ impl RepeatedPtsSpreader {
     pub fn next(&mut self, pts: gst::ClockTime) -> gst::ClockTime {
         let out = match (self.last_in, self.last_out) {
             (Some(last_in), Some(last_out))
-                if pts == last_in || (self.ramping && pts <= last_out) =>
+                if pts == last_in || (self.spread > 0 && pts <= last_out) =>
             {
-                if !self.ramping {
+                if self.spread == 0 {
                     tracing::debug!(pts = %pts, "input video timestamps repeat: spreading them 1 ms apart");
                 }
-                self.ramping = true;
                 self.spread += 1;
                 last_out + Self::STEP
             }
             _ => {
-                if self.ramping {
+                if self.spread > 0 {
                     tracing::info!(
                         frames = self.spread,
                         resumed_at = %pts,
@@ -560,7 +559,6 @@ impl RepeatedPtsSpreader {
                     );
                     self.spread = 0;
                 }
-                self.ramping = false;
                 pts
             }
         };
