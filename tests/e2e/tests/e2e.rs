@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context};
 use libtest_mimic::{Arguments, Failed, Trial};
 use livedub_e2e::analyzer::{decode_audio_mono, rms_db, StreamReport};
+use livedub_e2e::compose;
 use livedub_e2e::contract::{self, ContractFile};
 use livedub_e2e::fingerprint::{self, Fingerprint};
 use livedub_e2e::media::{MediaServerAddr, Publisher, Recorder};
@@ -1314,25 +1315,35 @@ async fn test_media_service_compose_starts() -> anyhow::Result<()> {
     let result: anyhow::Result<()> = async {
         // Stops, starts and health polls block: keep them off the runtime's workers, which
         // the other tests' monitors share.
+        // Identities are read from the system (process ids; container ids and start times
+        // from the Docker engine), never from the suite's own bookkeeping.
         tokio::task::block_in_place(|| -> anyhow::Result<()> {
             ensure!(up(mp, "/health") && up(sp, "/health"), "pair not healthy after start");
-            let sts_pid = pair.service_pid(Side::Sts);
+            ensure!(pair.side_running(Side::Sts)? && pair.side_running(Side::Media)?, "a side is not running after start");
+            let sts_id = pair.service_identity(Side::Sts)?;
+            let media_id = pair.service_identity(Side::Media)?;
             // Media side down: STS unaffected.
             pair.stop_side(Side::Media)?;
+            ensure!(!pair.side_running(Side::Media)?, "the media side still runs after stop");
             ensure!(!http::is_ok(&h, mp, "/health"), "media-service still answers after stop");
             ensure!(!http::is_ok(&h, api, "/v3/paths/list"), "media server still answers after stop");
             ensure!(up(sp, "/health"), "stopping the media side took the STS down");
+            ensure!(pair.side_running(Side::Sts)?, "the STS stopped along with the media side");
             pair.start_side(Side::Media)?;
             ensure!(up(mp, "/health"), "media-service not healthy after restart");
-            ensure!(pair.service_pid(Side::Sts) == sts_pid, "the STS was restarted along with the media side");
+            ensure!(pair.service_identity(Side::Sts)? == sts_id, "the STS was restarted along with the media side ({sts_id} before)");
+            // The identity check can fail: the restarted media-service is a new process.
+            let media_id_2 = pair.service_identity(Side::Media)?;
+            ensure!(media_id_2 != media_id, "the media-service restart is not visible in its identity ({media_id} before and after)");
             // STS side down: media side unaffected.
-            let media_pid = pair.service_pid(Side::Media);
             pair.stop_side(Side::Sts)?;
+            ensure!(!pair.side_running(Side::Sts)?, "the STS still runs after stop");
             ensure!(!http::is_ok(&h, sp, "/health"), "STS still answers after stop");
             ensure!(up(mp, "/health"), "stopping the STS took the media-service down");
-            ensure!(pair.side_running(Side::Media), "media side died while the STS was down");
+            ensure!(pair.side_running(Side::Media)?, "media side died while the STS was down");
             pair.start_side(Side::Sts)?;
-            ensure!(pair.service_pid(Side::Media) == media_pid, "the media-service was restarted along with the STS");
+            ensure!(pair.service_identity(Side::Media)? == media_id_2, "the media-service was restarted along with the STS ({media_id_2} before)");
+            ensure!(pair.service_identity(Side::Sts)? != sts_id, "the STS restart is not visible in its identity ({sts_id} before and after)");
             Ok(())
         })?;
         // After both restarts the pipeline works end to end: the media-service found the
@@ -1502,10 +1513,6 @@ async fn test_env_config_overrides() -> anyhow::Result<()> {
 /// A bad value stops a service at once with one line naming the variable and the value.
 fn test_bad_env_value_fails_fast() -> anyhow::Result<()> {
     let s = suite();
-    if s.settings.backend == BackendKind::Compose {
-        // `docker compose run` needs the images, which the main pair's `up --build` makes.
-        s.main_pair()?;
-    }
     let cases: [(Side, &str, &str); 6] = [
         (Side::Sts, "MAX_INFLIGHT", "lots"),
         (Side::Sts, "PROCESSING_TIMEOUT", "-5"),
@@ -1553,10 +1560,6 @@ fn test_bad_env_value_fails_fast() -> anyhow::Result<()> {
 /// `--print-env-contract` name the same variables with the same defaults.
 fn test_env_contracts_agree_with_compose_and_services() -> anyhow::Result<()> {
     let s = suite();
-    if s.settings.backend == BackendKind::Compose {
-        // `docker compose run` needs the images, which the main pair's `up --build` makes.
-        s.main_pair()?;
-    }
     let root = repo_root();
     let mut problems = Vec::new();
     for (side, app, svc, fixed) in [
@@ -1682,6 +1685,135 @@ fn test_env_contracts_agree_with_compose_and_services() -> anyhow::Result<()> {
     }
     ensure!(problems.is_empty(), "{}", problems.join("\n"));
     Ok(())
+}
+
+/// Variables each composition sets itself (container-internal addresses and paths); every
+/// other variable of a service's env contract must pass from the caller to the container.
+const COMPOSE_FIXED: [(&str, &str, &str); 5] = [
+    ("sts-service", "HOST", "0.0.0.0"),
+    ("sts-service", "MODEL_DIR", "/var/cache/livedub/models"),
+    ("media-service", "MEDIAMTX_HOST", "mediamtx"),
+    ("media-service", "MEDIA_SERVICE_HOST", "0.0.0.0"),
+    ("media-service", "SEGMENT_DIR", "/tmp/segments"),
+];
+
+/// Compose only: every variable of both env contracts reaches its container. Each gets a
+/// distinctive value in the caller's environment, and the environment is read back from
+/// inside the container (`compose run --entrypoint env`, the image and compose file the
+/// suite runs). Self-check: a copy of a compose file missing one variable is caught.
+fn test_compose_passes_every_contract_variable() -> anyhow::Result<()> {
+    let s = suite();
+    let mut problems = Vec::new();
+    for (side, app) in [(Side::Sts, "sts-service"), (Side::Media, "media-service")] {
+        let file = s.settings.compose_file(side);
+        problems.extend(compose_forwarding_problems(side, app, &file)?);
+        // The check can fail: drop one pass-through variable from a copy of the file.
+        let dropped = match side {
+            Side::Sts => "ASR_BEAM_SIZE",
+            Side::Media => "STS_BUDGET_MS",
+        };
+        let text = std::fs::read_to_string(&file)?;
+        let broken: String = text
+            .lines()
+            .filter(|l| l.trim() != format!("{dropped}:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        ensure!(
+            broken != text,
+            "{}: no `{dropped}:` line to drop for the self-check",
+            file.display()
+        );
+        // Next to the original, so its relative paths resolve the same way.
+        let copy = file.with_file_name(format!(".e2e-{}-without-{dropped}.yml", s.settings.run_id));
+        std::fs::write(&copy, broken)?;
+        let caught = compose_forwarding_problems(side, app, &copy);
+        let _ = std::fs::remove_file(&copy);
+        let caught = caught?;
+        ensure!(
+            caught.len() == 1 && caught[0].contains(dropped),
+            "self-check: a compose file without {dropped} gave {caught:?}, expected one problem naming it"
+        );
+    }
+    ensure!(problems.is_empty(), "{}", problems.join("\n"));
+    Ok(())
+}
+
+/// Sets every contract variable of `app` to a distinctive value, runs `env` in the
+/// service's container through `file`, and names each variable that did not arrive.
+fn compose_forwarding_problems(side: Side, app: &str, file: &Path) -> anyhow::Result<Vec<String>> {
+    let s = suite();
+    let contract = ContractFile::load(&repo_root().join(format!(
+        "specs/019-dual-docker-e2e-infrastructure/contracts/{app}-env.json"
+    )))?;
+    let fixed: Vec<(&str, &str)> = COMPOSE_FIXED
+        .iter()
+        .filter(|(a, _, _)| *a == app)
+        .map(|(_, k, v)| (*k, *v))
+        .collect();
+    // Ports must stay numbers (the file maps them); everything else gets a tagged string.
+    let mut next_port = 40_001u16;
+    let mut sent: Vec<(String, String)> = Vec::new();
+    for v in &contract.variables {
+        if fixed.iter().any(|(k, _)| *k == v.name) {
+            continue;
+        }
+        let value = if v.name.ends_with("_PORT") {
+            next_port += 1;
+            next_port.to_string()
+        } else {
+            format!(
+                "e2e-{}-{}",
+                v.name.to_lowercase(),
+                &s.settings.run_id[s.settings.run_id.len() - 6..]
+            )
+        };
+        sent.push((v.name.clone(), value));
+    }
+    let mut env = sent.clone();
+    let segments = s.settings.log_dir.join("envcheck-segments");
+    std::fs::create_dir_all(&segments)?;
+    env.push(("E2E_SEGMENTS_DIR".into(), segments.display().to_string()));
+    env.push((
+        "STS_MODEL_CACHE".into(),
+        s.settings.model_cache.display().to_string(),
+    ));
+    env.push(("MEDIA_SERVICE_USER".into(), compose::host_user()));
+    static CHECKS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let label = format!(
+        "envcheck{}",
+        CHECKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let mut project = s.settings.project(&label, side)?;
+    project.file = file.to_path_buf();
+    let result = project.run(
+        &env,
+        &["run", "--rm", "--no-deps", "-T", "--entrypoint", "env", app],
+    );
+    project.down()?;
+    let inside: std::collections::BTreeMap<String, String> = result?
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut problems = Vec::new();
+    for (k, v) in sent
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain(fixed.iter().copied())
+    {
+        match inside.get(k) {
+            Some(got) if got == v => {}
+            Some(got) => problems.push(format!(
+                "{}: {app} sees {k}={got:?}, expected {v:?}",
+                file.display()
+            )),
+            None => problems.push(format!(
+                "{}: {k} does not reach {app} (the compose file does not name it)",
+                file.display()
+            )),
+        }
+    }
+    Ok(problems)
 }
 
 /// Both compose files are valid and have what the e2e setup relies on.
@@ -1912,6 +2044,9 @@ macro_rules! async_test {
     };
 }
 
+/// Tests that check the compositions themselves (ignored on the native backend).
+const COMPOSE_ONLY: [&str; 1] = ["test_compose_passes_every_contract_variable"];
+
 fn main() {
     let mut args = Arguments::from_args();
     let tests: Vec<(&'static str, Body)> = vec![
@@ -1930,6 +2065,7 @@ fn main() {
         async_test!(test_two_concurrent_streams_do_not_interfere),
         async_test!(test_media_service_compose_starts),
         async_test!(test_env_config_overrides),
+        sync_test!(test_compose_passes_every_contract_variable),
     ];
     if args.list {
         let trials = tests
@@ -1959,9 +2095,14 @@ fn main() {
         .filter(|&n| n >= 1)
         .unwrap_or(1);
     eprintln!(
-        "[e2e] run {} on the {} backend; logs in {} ({} concurrent test streams)",
+        "[e2e] run {} on the {} backend{}; logs in {} ({} concurrent test streams)",
         settings.run_id,
         settings.backend.as_str(),
+        settings
+            .compose
+            .as_ref()
+            .map(|t| format!(" with {}", t.describe()))
+            .unwrap_or_default(),
         settings.log_dir.display(),
         slots
     );
@@ -1984,10 +2125,14 @@ fn main() {
     let started = Instant::now();
     let trials = tests
         .into_iter()
-        .map(|(name, body)| Trial::test(name, move || run_body(name, &body)))
+        .map(|(name, body)| {
+            let ignored = COMPOSE_ONLY.contains(&name) && settings.backend != BackendKind::Compose;
+            Trial::test(name, move || run_body(name, &body)).with_ignored_flag(ignored)
+        })
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);
     suite().teardown();
+    let leftovers = check_nothing_left(&settings);
     eprintln!(
         "[e2e] run {} finished in {:.1}s; logs kept in {}",
         settings.run_id,
@@ -2001,5 +2146,32 @@ fn main() {
             eprintln!("  - {f}");
         }
     }
+    if let Err(e) = leftovers {
+        eprintln!("[e2e] FAILED after the tests: {e:#}");
+        std::process::exit(101);
+    }
     conclusion.exit();
+}
+
+/// After the compose run: no container, network or volume of this run's projects may be
+/// left in the engine. Whatever is found is removed, and the run fails.
+fn check_nothing_left(settings: &Settings) -> anyhow::Result<()> {
+    if settings.backend != BackendKind::Compose {
+        return Ok(());
+    }
+    let prefix = settings.project_prefix();
+    let left = compose::leftovers(&prefix)?;
+    if left.is_empty() {
+        eprintln!("[e2e] teardown check: no container, network or volume of {prefix}-* left");
+        return Ok(());
+    }
+    compose::remove(&left);
+    bail!(
+        "teardown left {} thing(s) of this run in the Docker engine (removed now):\n  {}",
+        left.len(),
+        left.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n  ")
+    )
 }

@@ -135,6 +135,13 @@ async fn paths_list(State(producer): State<StreamHubEventSender>) -> Json<Value>
 /// xiu mirrors an RTSP publication to RTMP under the same path, so one path shows up
 /// twice in its statistics; MediaMTX lists a path once, with the publisher's own
 /// source, so the RTSP session wins over its RTMP mirror and the list is sorted by name.
+///
+/// `ready` means what it means in MediaMTX: the publisher is publishing. xiu lists an RTSP
+/// path from the publisher's ANNOUNCE on, before it has set up its tracks; a reader that
+/// joins in that window gets only the tracks set up so far (seen: a reader without the
+/// audio track, so its dubbed output never started). Media flows only after the publisher's
+/// RECORD, i.e. after every SETUP, so a path is ready once media has arrived for it (xiu
+/// counts received bytes on the RTMP side: the publisher's own, or the RTSP mirror's).
 fn paths_from_statistics(stats: &Value) -> Value {
     let mut paths: std::collections::BTreeMap<String, Value> = std::collections::BTreeMap::new();
     for stream in stats.as_array().into_iter().flatten() {
@@ -145,15 +152,27 @@ fn paths_from_statistics(stats: &Value) -> Value {
         else {
             continue;
         };
-        let item = json!({
+        let receiving = stream
+            .get("total_recv_bytes")
+            .and_then(Value::as_u64)
+            .is_some_and(|b| b > 0);
+        let ready = receiving || paths.get(&name).is_some_and(|p| p["ready"] == true);
+        let mut item = json!({
             "name": name,
-            "ready": true,
+            "ready": ready,
             "source": {"type": kind},
             "readers": [],
             "subscriberCount": stream.get("subscriber_count").cloned().unwrap_or(json!(0)),
         });
-        match paths.get(&name) {
-            Some(existing) if existing["source"]["type"] == "rtspSession" => {}
+        match paths.get_mut(&name) {
+            Some(existing) if existing["source"]["type"] == "rtspSession" => {
+                existing["ready"] = json!(ready);
+            }
+            Some(existing) if kind == "rtspSession" => {
+                // The publisher's own entry replaces its mirror, keeping what the mirror saw.
+                item["ready"] = json!(ready || existing["ready"] == true);
+                *existing = item;
+            }
             _ => {
                 paths.insert(name, item);
             }
@@ -184,9 +203,9 @@ mod tests {
     #[test]
     fn rtsp_publication_and_its_rtmp_mirror_are_one_path() {
         let stats = json!([
-            {"publisher": {"identifier": {"rtmp": {"app_name": "live", "stream_name": "x/in"}}}, "subscriber_count": 0},
-            {"publisher": {"identifier": {"rtsp": {"stream_path": "/live/x/in"}}}, "subscriber_count": 1},
-            {"publisher": {"identifier": {"rtmp": {"app_name": "live", "stream_name": "a/out"}}}},
+            {"publisher": {"identifier": {"rtmp": {"app_name": "live", "stream_name": "x/in"}}}, "subscriber_count": 0, "total_recv_bytes": 100},
+            {"publisher": {"identifier": {"rtsp": {"stream_path": "/live/x/in"}}}, "subscriber_count": 1, "total_recv_bytes": 0},
+            {"publisher": {"identifier": {"rtmp": {"app_name": "live", "stream_name": "a/out"}}}, "total_recv_bytes": 5},
             {"publisher": {"identifier": {"webrtc": {}}}},
         ]);
         let list = paths_from_statistics(&stats);
@@ -196,6 +215,28 @@ mod tests {
         assert_eq!(list["items"][1]["name"], "live/x/in");
         assert_eq!(list["items"][1]["source"]["type"], "rtspSession");
         assert_eq!(list["items"][1]["subscriberCount"], 1);
+        // Media arrived (counted on the mirror): both paths are ready.
+        assert_eq!(list["items"][0]["ready"], true);
+        assert_eq!(list["items"][1]["ready"], true);
+    }
+
+    #[test]
+    fn a_path_is_ready_only_once_media_arrives() {
+        // Announced, tracks being set up: listed, not ready (in either order of entries).
+        let announced = json!([
+            {"publisher": {"identifier": {"rtsp": {"stream_path": "live/x/in"}}}, "total_recv_bytes": 0},
+            {"publisher": {"identifier": {"rtmp": {"app_name": "live", "stream_name": "x/in"}}}, "total_recv_bytes": 0},
+        ]);
+        let list = paths_from_statistics(&announced);
+        assert_eq!(list["itemCount"], 1);
+        assert_eq!(list["items"][0]["ready"], false);
+        let mut flowing = announced.clone();
+        flowing[1]["total_recv_bytes"] = json!(19119);
+        assert_eq!(paths_from_statistics(&flowing)["items"][0]["ready"], true);
+        let reversed = json!([flowing[1].clone(), flowing[0].clone()]);
+        let list = paths_from_statistics(&reversed);
+        assert_eq!(list["items"][0]["ready"], true);
+        assert_eq!(list["items"][0]["source"]["type"], "rtspSession");
     }
 
     #[test]
