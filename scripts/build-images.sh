@@ -186,5 +186,15 @@ log "ready in $((SECONDS - total_start)) s ($ENV_OUT):"
 log "  STS_IMAGE=$sts_image ($(size "$sts_image"))"
 log "  MEDIA_IMAGE=$media_image ($(size "$media_image"))"
 log "  MEDIAMTX_IMAGE=$mtx_image ($(size "$mtx_image"))"
-# Dangling layers of replaced builds are just disk space.
-docker image prune -f --filter label=livedub.image >/dev/null 2>&1 || true
+# Images of earlier builds are just disk space: keep the current tag of each repository
+# (an image still used by a container is kept by the engine).
+prune_older() { # prune_older REPOSITORY CURRENT_TAG...
+  local repo=$1; shift
+  docker image ls --format '{{.Repository}}:{{.Tag}}' "$repo" | while read -r ref; do
+    case " $* " in *" $ref "*) ;; *) docker rmi "$ref" >/dev/null 2>&1 && log "removed the older $ref" || true ;; esac
+  done
+}
+prune_older livedub/base "$sts_base" "$media_base" "$mtx_base"
+prune_older livedub/sts-service "$sts_image" livedub/sts-service:e2e
+prune_older livedub/media-service "$media_image" livedub/media-service:e2e
+prune_older livedub/mediamtx-local "$mtx_image"

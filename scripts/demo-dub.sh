@@ -42,7 +42,8 @@ LOG_LEVEL="${LOG_LEVEL:-WARN}" SEGMENT_DIR="${SEGMENT_DIR:-out/segments}" \
 REPORT="$OUTPUT.report.json"
 if command -v jq >/dev/null && [ -f "$REPORT" ]; then
   echo
-  echo "transcript -> translation per fragment ($REPORT):"
-  jq -r '.fragments[] | "  [\(.pts_ms/1000)s] \(.status): \(.transcript) -> \(.translation)"' "$REPORT"
+  echo "transcript -> Spanish as spoken by the dub, per fragment ($REPORT):"
+  jq -r '.fragments[] | "  [\(.pts_ms/1000)s] \(.status): \(.transcript) -> \(.spoken // .translation)"' "$REPORT"
+  jq -r '"mix: \(.mix_mode)" + (if .mix_mode == "voice-over" then " (original ducked \(.duck_db) dB under the dubbed voice)" else " (dubbed audio only)" end)' "$REPORT"
 fi
 echo "dubbed video: $OUTPUT"

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde::Serialize;
 
+use crate::mix::{MixConfig, MixMode, MIN_DUCK_DB};
+
 /// Default fragment length (ms).
 pub const DEFAULT_FRAGMENT_MS: u32 = 6000;
 /// Default STS budget (ms): time from a fragment's end to its answer.
@@ -52,6 +54,23 @@ fn tolerance_ms(s: &str) -> Result<u32, String> {
 }
 fn bitrate(s: &str) -> Result<i32, String> {
     ranged_u32(s, 32_000, 512_000, "bit/s").map(|v| v as i32)
+}
+
+fn mix_mode(s: &str) -> Result<MixMode, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "voice-over" | "voiceover" | "voice_over" => Ok(MixMode::VoiceOver),
+        "replace" => Ok(MixMode::Replace),
+        _ => Err("expected voice-over (original ducked under the dubbed voice) or replace (dubbed audio only)".into()),
+    }
+}
+
+fn duck_db(s: &str) -> Result<f32, String> {
+    match s.trim().trim_end_matches("dB").trim().parse::<f32>() {
+        Ok(v) if v.is_finite() && (MIN_DUCK_DB..=0.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "expected a gain in dB from {MIN_DUCK_DB} to 0, such as -15 (0 = no ducking)"
+        )),
+    }
 }
 
 fn language(s: &str) -> Result<String, String> {
@@ -196,6 +215,12 @@ pub struct Settings {
     /// AAC bitrate of the output audio (bit/s).
     #[arg(long, env = "AAC_BITRATE", default_value = "128000", value_parser = bitrate, global = true)]
     pub aac_bitrate: i32,
+    /// How dubbed audio is mixed: voice-over (the original stays, ducked by DUCK_DB while the dubbed voice speaks) or replace (dubbed audio only).
+    #[arg(long, env = "MIX_MODE", default_value = "voice-over", value_parser = mix_mode, global = true)]
+    pub mix_mode: MixMode,
+    /// Voice-over: gain of the original audio while the dubbed voice speaks (dB, -60..0), reached with a 50 ms attack and left with a 200 ms release.
+    #[arg(long, env = "DUCK_DB", default_value = "-15", value_parser = duck_db, allow_hyphen_values = true, global = true)]
+    pub duck_db: f32,
     /// First retry delay after a worker or STS connection failure (ms).
     #[arg(long, env = "RETRY_MIN_MS", default_value = "500", value_parser = timeout_ms, global = true)]
     pub retry_min_ms: u32,
@@ -227,6 +252,14 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// MIX_MODE and DUCK_DB.
+    pub fn mix(&self) -> MixConfig {
+        MixConfig {
+            mode: self.mix_mode,
+            duck_db: self.duck_db,
+        }
     }
 
     /// The STS budget the delay actually leaves: D - F - margin.
@@ -435,6 +468,30 @@ mod tests {
         assert!(get("STS_SERVICE_URL").meaning.contains("sts-service"));
         for e in &c {
             assert!(!e.meaning.is_empty(), "{} has no help", e.name);
+        }
+    }
+
+    #[test]
+    fn mix_mode_and_duck_depth() {
+        let s = parse(&[]).unwrap().settings;
+        assert_eq!(s.mix(), MixConfig::default());
+        let s = parse(&["--mix-mode", "replace", "--duck-db", "-20"])
+            .unwrap()
+            .settings;
+        assert_eq!((s.mix_mode, s.duck_db), (MixMode::Replace, -20.0));
+        let e = one_line_error(&parse(&["--mix-mode", "karaoke"]).unwrap_err());
+        assert!(
+            e.starts_with("invalid MIX_MODE='karaoke' (--mix-mode): expected voice-over"),
+            "{e}"
+        );
+        for bad in ["6", "-90", "loud"] {
+            let e = one_line_error(&parse(&["--duck-db", bad]).unwrap_err());
+            assert!(
+                e.starts_with(&format!(
+                    "invalid DUCK_DB='{bad}' (--duck-db): expected a gain in dB from -60 to 0"
+                )),
+                "{e}"
+            );
         }
     }
 

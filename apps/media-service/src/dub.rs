@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{DubArgs, Settings};
 use crate::manager::{stream_init, sts_client_config, valid_name, worker_config};
 use crate::metrics::Metrics;
+use crate::mix::MixMode;
 use crate::pipeline::{input_uri, OutputTarget};
+use crate::spoken;
 use crate::sts::StsDubber;
 use crate::worker::{self, Dubber, FragmentHook, FragmentRecord, Outcome, StatusCell, WorkerEnd};
 
@@ -39,6 +41,12 @@ pub struct Report {
     pub fallback: u64,
     /// Counts.
     pub failed: u64,
+    /// Counts: fragments without speech (original audio).
+    pub no_speech: u64,
+    /// MIX_MODE used for dubbed fragments.
+    pub mix_mode: MixMode,
+    /// DUCK_DB used in voice-over mode.
+    pub duck_db: f32,
     /// Every fragment in order.
     pub fragments: Vec<FragmentRecord>,
 }
@@ -99,13 +107,20 @@ pub async fn run(
         StsDubber::start(sts_client_config(&settings), stream_init(&settings, &name));
 
     eprintln!(
-        "dubbing {} -> {} ({} -> {}, fragments of {} ms, output delay {} ms, real time)",
+        "dubbing {} -> {} ({} -> {}, fragments of {} ms, output delay {} ms, mix {}, real time)",
         args.input,
         output.describe(),
         settings.source_language,
         settings.target_language,
         settings.fragment_duration_ms,
-        cfg.delay_ms
+        cfg.delay_ms,
+        match cfg.mix.mode {
+            MixMode::VoiceOver => format!(
+                "voice-over (original ducked {} dB under the dub)",
+                cfg.mix.duck_db
+            ),
+            MixMode::Replace => "replace (dubbed audio only)".into(),
+        }
     );
     if args.sts_wait_ms > 0 {
         let t0 = Instant::now();
@@ -127,13 +142,19 @@ pub async fn run(
 
     let records: Arc<Mutex<Vec<FragmentRecord>>> = Arc::default();
     let rec2 = records.clone();
+    let target_language = settings.target_language.clone();
     let hook: FragmentHook = Arc::new(move |r: &FragmentRecord| {
+        let mut r = r.clone();
         let shown = match r.status {
-            Outcome::Processed => format!(
-                "dubbed   \"{}\" -> \"{}\"",
-                r.transcript.trim(),
-                r.translation.trim()
-            ),
+            Outcome::Processed => {
+                let translation = r.translation.trim().to_string();
+                // The TTS reads digits in the target language: show what a listener hears.
+                let heard = spoken::spoken_form(&translation, &target_language);
+                if heard != translation {
+                    r.spoken = Some(heard.clone());
+                }
+                format!("dubbed   \"{}\" -> \"{heard}\"", r.transcript.trim())
+            }
             _ => format!(
                 "{:<8} ({})",
                 r.status.as_str(),
@@ -146,9 +167,7 @@ pub async fn run(
             r.duration_ms as f64 / 1000.0,
             r.sequence
         );
-        rec2.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(r.clone());
+        rec2.lock().unwrap_or_else(|p| p.into_inner()).push(r);
     });
     let status: StatusCell = Arc::default();
     let t0 = Instant::now();
@@ -176,6 +195,9 @@ pub async fn run(
         processed: count(Outcome::Processed),
         fallback: count(Outcome::Fallback),
         failed: count(Outcome::Failed),
+        no_speech: count(Outcome::NoSpeech),
+        mix_mode: cfg.mix.mode,
+        duck_db: cfg.mix.duck_db,
         fragments,
     };
     if let Some(p) = &report_path {
@@ -185,9 +207,10 @@ pub async fn run(
     match result {
         Ok(WorkerEnd::Finished) => {
             eprintln!(
-                "done in {:.1} s: {} dubbed, {} original (late/unavailable), {} failed -> {}{}",
+                "done in {:.1} s: {} dubbed, {} no speech (original), {} original (late/unavailable), {} failed -> {}{}",
                 report.wall_seconds,
                 report.processed,
+                report.no_speech,
                 report.fallback,
                 report.failed,
                 output.describe(),

@@ -461,6 +461,7 @@ pub fn worker_config(
         resync_tolerance_ms: s.resync_tolerance_ms,
         aac_bitrate: s.aac_bitrate,
         segment_dir: s.segment_artifacts.then(|| s.segment_dir.clone()),
+        mix: s.mix(),
     }
 }
 

@@ -42,6 +42,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::fragmenter::{Fragment, Fragmenter};
 use crate::metrics::Metrics;
+use crate::mix::{MixConfig, MixMode};
 use crate::pcm::{self, INTERNAL_CHANNELS, INTERNAL_RATE, STS_CHANNELS, STS_RATE};
 use crate::pipeline::{self, GraphSpec, MediaPipeline, OutputTarget, PipelineError};
 
@@ -105,6 +106,8 @@ pub struct WorkerConfig {
     pub aac_bitrate: i32,
     /// Where per-fragment artifacts go (`<dir>/<name>/`), if anywhere.
     pub segment_dir: Option<PathBuf>,
+    /// How dubbed audio is combined with the original (MIX_MODE, DUCK_DB).
+    pub mix: MixConfig,
 }
 
 /// How a fragment went out.
@@ -117,6 +120,9 @@ pub enum Outcome {
     Fallback,
     /// Original audio: the STS failed the fragment, refused it, or answered malformed.
     Failed,
+    /// Original audio: the STS found no speech (nothing to dub), so nothing replaces or
+    /// ducks the original (music, ambience, a pause) — never silence.
+    NoSpeech,
 }
 
 impl Outcome {
@@ -126,6 +132,7 @@ impl Outcome {
             Self::Processed => "processed",
             Self::Fallback => "fallback",
             Self::Failed => "failed",
+            Self::NoSpeech => "no_speech",
         }
     }
 }
@@ -153,6 +160,10 @@ pub struct FragmentRecord {
     pub transcript: String,
     /// Translation.
     pub translation: String,
+    /// The translation as the TTS speaks it (digits as words), where that differs; set by
+    /// `media-service dub` for its report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spoken: Option<String>,
     /// Send -> answer (ms), when answered in time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub roundtrip_ms: Option<u64>,
@@ -225,6 +236,8 @@ pub struct WorkerStatus {
     pub fallback: u64,
     /// Failed fragments (original audio).
     pub failed: u64,
+    /// Fragments without speech (original audio).
+    pub no_speech: u64,
     /// STS session ready.
     pub sts_ready: bool,
     /// Last error, if any.
@@ -894,6 +907,22 @@ impl Coordinator<'_> {
                     }
                     p.frag.frames()
                 };
+                if processed.status == FragmentStatus::NoSpeech {
+                    debug!(stream = %name, seq, "no speech: original audio");
+                    let roundtrip = {
+                        let p = self.find(seq).expect("found above");
+                        let rt = p.sent_at.map(|t| t.elapsed()).unwrap_or_default();
+                        p.resolution = Some(Resolution::Original {
+                            outcome: Outcome::NoSpeech,
+                            reason: "no speech in the fragment: original audio".into(),
+                            processed: Some(processed),
+                        });
+                        rt
+                    };
+                    self.metrics.sts_roundtrip.observe(roundtrip.as_secs_f64());
+                    self.set_inflight();
+                    return;
+                }
                 let usable = matches!(
                     processed.status,
                     FragmentStatus::Success | FragmentStatus::Partial
@@ -922,16 +951,26 @@ impl Coordinator<'_> {
                     self.set_inflight();
                     return;
                 }
-                if let Some(p) = self.find(seq) {
-                    p.decoding = true;
-                }
+                let mix = self.cfg.mix;
+                // Voice-over needs the original of the same span; replace does not.
+                let original = match self.find(seq) {
+                    Some(p) => {
+                        p.decoding = true;
+                        (mix.mode == MixMode::VoiceOver).then(|| p.frag.pcm.clone())
+                    }
+                    None => None,
+                };
                 let tx = self.internal_tx.clone().expect("set before the loop");
                 let format = self.stream_format.clone();
                 let seg_dir = self.segment_dir.clone();
                 tokio::spawn(async move {
                     let pr = processed.clone();
                     let res = tokio::task::spawn_blocking(move || {
-                        decode_dubbed(&pr, &format, frames, seg_dir.as_deref())
+                        let dubbed = decode_dubbed(&pr, &format, frames, seg_dir.as_deref())?;
+                        Ok(match original {
+                            Some(orig) => mix.mix(&orig, dubbed),
+                            None => dubbed,
+                        })
                     })
                     .await
                     .unwrap_or_else(|e| Err(format!("decoder task failed: {e}")));
@@ -997,6 +1036,7 @@ impl Coordinator<'_> {
             sts_status: None,
             transcript: String::new(),
             translation: String::new(),
+            spoken: None,
             roundtrip_ms: None,
             processing_time_ms: None,
             stage_ms: None,
@@ -1049,6 +1089,7 @@ impl Coordinator<'_> {
                 Outcome::Processed => st.processed += 1,
                 Outcome::Fallback => st.fallback += 1,
                 Outcome::Failed => st.failed += 1,
+                Outcome::NoSpeech => st.no_speech += 1,
             }
         }
         let stats = self.pending.len();

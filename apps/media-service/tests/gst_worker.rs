@@ -13,6 +13,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use media_service::fragmenter::Fragmenter;
 use media_service::metrics::Metrics;
+use media_service::mix::{MixConfig, MixMode};
 use media_service::pipeline::{internal_caps, OutputTarget};
 use media_service::worker::{
     run_worker, DubEvent, Dubber, FragmentRecord, Outcome, WorkerConfig, WorkerEnd,
@@ -92,6 +93,8 @@ fn fragmenter_on_audiotestsrc_exact_count_durations_and_pts() {
 struct FakeSts {
     tx: mpsc::Sender<DubEvent>,
     ready: AtomicBool,
+    /// This fragment is answered `no_speech` (no audio).
+    no_speech_seq: Option<u64>,
 }
 
 fn tone16(freq: f64, samples: usize) -> Vec<i16> {
@@ -103,10 +106,14 @@ fn tone16(freq: f64, samples: usize) -> Vec<i16> {
 impl Dubber for FakeSts {
     fn submit(&self, f: FragmentData) -> BoxFuture<'static, Result<(), String>> {
         let tx = self.tx.clone();
+        let no_speech_seq = self.no_speech_seq;
         async move {
             let seq = f.sequence_number;
             let n = (f.duration_ms as usize) * 16;
-            let reply = if seq.is_multiple_of(2) {
+            let no_speech = no_speech_seq == Some(seq);
+            let reply = if no_speech {
+                None
+            } else if seq.is_multiple_of(2) {
                 Some(AudioPayload::from_samples(
                     &AudioFormat::pcm_s16le(16_000, 1),
                     &tone16(1000.0, n),
@@ -119,15 +126,20 @@ impl Dubber for FakeSts {
             } else {
                 None
             };
-            if let Some(audio) = reply {
+            if reply.is_some() || no_speech {
+                let status = if no_speech {
+                    FragmentStatus::NoSpeech
+                } else {
+                    FragmentStatus::Success
+                };
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     let p = FragmentProcessed {
                         fragment_id: f.fragment_id,
                         stream_id: f.stream_id,
                         sequence_number: seq,
-                        status: FragmentStatus::Success,
-                        dubbed_audio: Some(audio),
+                        status,
+                        dubbed_audio: reply,
                         transcript: format!("text {seq}"),
                         translated_text: format!("texto {seq}"),
                         processing_time_ms: 100,
@@ -158,6 +170,7 @@ async fn dubbed_audio_is_placed_at_fragment_timestamps_and_missing_answers_fall_
     let sts = Arc::new(FakeSts {
         tx,
         ready: AtomicBool::new(true),
+        no_speech_seq: None,
     });
     let cfg = WorkerConfig {
         name: "placement".into(),
@@ -171,6 +184,11 @@ async fn dubbed_audio_is_placed_at_fragment_timestamps_and_missing_answers_fall_
         resync_tolerance_ms: 40,
         aac_bitrate: 128_000,
         segment_dir: Some(dir.path().join("seg")),
+        // Placement is checked on the dubbed signal alone; voice-over has its own test.
+        mix: MixConfig {
+            mode: MixMode::Replace,
+            ..MixConfig::default()
+        },
     };
     let metrics = Arc::new(Metrics::new());
     let records: Arc<Mutex<Vec<FragmentRecord>>> = Arc::default();
@@ -292,6 +310,106 @@ async fn dubbed_audio_is_placed_at_fragment_timestamps_and_missing_answers_fall_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voice_over_ducks_the_original_under_the_dub_and_no_speech_keeps_it() {
+    gst::init().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.mp4");
+    common::make_clip(&input, 6, 440);
+    let output = dir.path().join("out.mkv");
+    let (tx, rx) = mpsc::channel(16);
+    let sts = Arc::new(FakeSts {
+        tx,
+        ready: AtomicBool::new(true),
+        no_speech_seq: Some(1),
+    });
+    let cfg = WorkerConfig {
+        name: "voiceover".into(),
+        input_uri: media_service::pipeline::input_uri(input.to_str().unwrap()).unwrap(),
+        output: OutputTarget::parse(output.to_str().unwrap()).unwrap(),
+        fragment_ms: 2000,
+        delay_ms: 4000,
+        deadline_margin_ms: 400,
+        idle_timeout_ms: 3000,
+        start_timeout_ms: 10_000,
+        resync_tolerance_ms: 40,
+        aac_bitrate: 128_000,
+        segment_dir: Some(dir.path().join("seg")),
+        mix: MixConfig {
+            mode: MixMode::VoiceOver,
+            duck_db: -15.0,
+        },
+    };
+    let metrics = Arc::new(Metrics::new());
+    let records: Arc<Mutex<Vec<FragmentRecord>>> = Arc::default();
+    let r2 = records.clone();
+    let hook = Arc::new(move |r: &FragmentRecord| r2.lock().unwrap().push(r.clone()));
+    let end = tokio::time::timeout(
+        Duration::from_secs(40),
+        run_worker(
+            cfg,
+            sts,
+            rx,
+            metrics.clone(),
+            Arc::default(),
+            CancellationToken::new(),
+            Some(hook),
+        ),
+    )
+    .await
+    .expect("worker finishes")
+    .expect("worker succeeds");
+    assert_eq!(end, WorkerEnd::Finished);
+    let statuses: Vec<Outcome> = records.lock().unwrap().iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        [Outcome::Processed, Outcome::NoSpeech, Outcome::Processed]
+    );
+    let m = metrics.render();
+    assert_eq!(
+        common::metric(
+            &m,
+            "worker_audio_fragments_total",
+            &["status=\"no_speech\""]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    let log = std::fs::read_to_string(dir.path().join("seg/voiceover/fragments.jsonl")).unwrap();
+    assert!(
+        log.lines()
+            .nth(1)
+            .is_some_and(|l| l.contains("\"status\":\"no_speech\"")),
+        "{log}"
+    );
+
+    // The 440 Hz original is in every fragment: ducked by 15 dB (±2) under the dubbed 1 kHz,
+    // at full level in the no-speech fragment, which carries no dub at all.
+    let pcm = common::decode_audio_16k(&output);
+    let win = |k: usize| &pcm[k * 32_000 + 3_200..(k + 1) * 32_000 - 3_200];
+    let db = |p: f64| 10.0 * p.log10();
+    let full = db(common::tone_power(win(1), 440.0));
+    assert!(
+        common::tone_power(win(1), 440.0) > 1000.0 * common::tone_power(win(1), 1000.0),
+        "no_speech fragment is the original"
+    );
+    for k in [0, 2] {
+        let ducked = db(common::tone_power(win(k), 440.0));
+        eprintln!(
+            "voice-over: fragment {k}: original 440 Hz {:.2} dB vs the no-speech fragment",
+            ducked - full
+        );
+        assert!(
+            (ducked - full + 15.0).abs() < 2.0,
+            "fragment {k}: 440 Hz at {ducked:.1} dB vs {full:.1} dB unducked"
+        );
+        assert!(
+            common::tone_power(win(k), 1000.0) > common::tone_power(win(k), 440.0),
+            "fragment {k}: the dub is on top"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sts_unavailable_means_every_fragment_goes_out_original() {
     gst::init().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -302,6 +420,7 @@ async fn sts_unavailable_means_every_fragment_goes_out_original() {
     let sts = Arc::new(FakeSts {
         tx,
         ready: AtomicBool::new(false),
+        no_speech_seq: None,
     });
     let cfg = WorkerConfig {
         name: "down".into(),
@@ -315,6 +434,7 @@ async fn sts_unavailable_means_every_fragment_goes_out_original() {
         resync_tolerance_ms: 40,
         aac_bitrate: 96_000,
         segment_dir: None,
+        mix: MixConfig::default(),
     };
     let metrics = Arc::new(Metrics::new());
     let end = tokio::time::timeout(
@@ -370,6 +490,7 @@ async fn cancel_stops_a_running_worker_promptly() {
     let sts = Arc::new(FakeSts {
         tx,
         ready: AtomicBool::new(true),
+        no_speech_seq: None,
     });
     let cfg = WorkerConfig {
         name: "cancel".into(),
@@ -383,6 +504,7 @@ async fn cancel_stops_a_running_worker_promptly() {
         resync_tolerance_ms: 40,
         aac_bitrate: 96_000,
         segment_dir: None,
+        mix: MixConfig::default(),
     };
     let cancel = CancellationToken::new();
     let c2 = cancel.clone();

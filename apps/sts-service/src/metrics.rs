@@ -12,7 +12,7 @@ pub struct Metrics {
     pub stage: HistogramVec,
     /// `sts_fragment_duration_seconds{status}`: acceptance to answer.
     pub fragment: HistogramVec,
-    /// `sts_fragments_total{status=success|partial|failed|timeout}`.
+    /// `sts_fragments_total{status=success|partial|failed|timeout|no_speech}`.
     pub fragments: IntCounterVec,
     /// `sts_fragments_rejected_total{code}`.
     pub rejected: IntCounterVec,
@@ -105,7 +105,7 @@ impl Metrics {
         for s in ["asr", "translation", "tts", "fit"] {
             stage.with_label_values(&[s]);
         }
-        for s in ["success", "partial", "failed", "timeout"] {
+        for s in ["success", "partial", "failed", "timeout", "no_speech"] {
             fragments.with_label_values(&[s]);
         }
         Self {

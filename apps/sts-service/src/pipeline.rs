@@ -268,6 +268,13 @@ impl Pipeline {
                 .map_err(|e| ErrorBody::new(ErrorCode::TranslationFailed, e.to_string()))?;
         }
         ev.stage_ms.translation = self.observe("translation", t);
+        if ev.translated_text.trim().is_empty() {
+            // Nothing to say: no replacement audio. The client keeps the original (music,
+            // ambience, a pause) instead of getting silence.
+            ev.status = FragmentStatus::NoSpeech;
+            ev.dubbed_audio = None;
+            return Ok(());
+        }
 
         // --- TTS: normal rate, then faster if it does not fit ---
         let t = Instant::now();

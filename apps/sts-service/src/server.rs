@@ -781,6 +781,9 @@ async fn run_fragment(
             stream = %ev.stream_id, seq = ev.sequence_number, status, ms = ev.processing_time_ms,
             asr = ev.stage_ms.asr, mt = ev.stage_ms.translation, tts = ev.stage_ms.tts, fit = ev.stage_ms.fit,
             transcript = %ev.transcript, translation = %ev.translated_text, "fragment processed"),
+        FragmentStatus::NoSpeech => tracing::info!(
+            stream = %ev.stream_id, seq = ev.sequence_number, status, ms = ev.processing_time_ms,
+            asr = ev.stage_ms.asr, "no speech in the fragment: nothing to dub, the client keeps its original audio"),
         _ => tracing::warn!(
             stream = %ev.stream_id, seq = ev.sequence_number, status, ms = ev.processing_time_ms,
             error = ?ev.error.as_ref().map(|e| &e.message), "fragment not dubbed; the client should use its original audio"),

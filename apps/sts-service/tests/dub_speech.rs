@@ -32,7 +32,7 @@ async fn counting_one_to_six_is_transcribed_translated_and_dubbed_to_exactly_six
         .call("stream:init", init_payload("count-1", 16000, 1))
         .await;
     assert_eq!(ack["status"], "ready", "{ack}");
-    assert_eq!(ack["protocol_version"], "1.0");
+    assert_eq!(ack["protocol_version"], "1.1");
 
     let speech = spoken_words(&ENGLISH);
     assert_eq!(speech.len(), 96000);
@@ -85,7 +85,7 @@ async fn counting_one_to_six_is_transcribed_translated_and_dubbed_to_exactly_six
         .await;
     assert_eq!(copy["fragment_id"], ev["fragment_id"]);
 
-    // Silence: empty transcript, silent dubbed audio of the right length.
+    // Silence: empty transcript, `no_speech`, no dubbed audio (the client keeps its original).
     let silence = vec![0i16; 96000];
     let ack = c
         .call(
@@ -99,12 +99,13 @@ async fn counting_one_to_six_is_transcribed_translated_and_dubbed_to_exactly_six
             v["sequence_number"] == 1
         })
         .await;
-    assert_eq!(ev["status"], "success");
+    assert_eq!(ev["status"], "no_speech", "{ev}");
     assert_eq!(ev["transcript"], "");
     assert_eq!(ev["translated_text"], "");
-    let d = dubbed_samples(&ev);
-    assert_eq!(d.len(), 96000);
-    assert!(d.iter().all(|s| *s == 0), "silence in, silence out");
+    assert!(
+        ev.get("dubbed_audio").is_none(),
+        "no replacement audio: {ev}"
+    );
 
     // End: stream:complete with totals, to the owner and the monitor.
     let ack = c.call("stream:end", json!({"stream_id": "count-1"})).await;
@@ -114,7 +115,7 @@ async fn counting_one_to_six_is_transcribed_translated_and_dubbed_to_exactly_six
         .await;
     assert_eq!(
         done["totals"],
-        json!({"success": 2, "partial": 0, "failed": 0, "timeout": 0})
+        json!({"success": 1, "partial": 0, "failed": 0, "timeout": 0, "no_speech": 1})
     );
     monitor
         .wait_for("stream:complete", Duration::from_secs(5), |_| true)
@@ -128,7 +129,8 @@ async fn counting_one_to_six_is_transcribed_translated_and_dubbed_to_exactly_six
         .await
         .unwrap();
     assert!(
-        m.contains("sts_fragments_total{status=\"success\"} 2"),
+        m.contains("sts_fragments_total{status=\"success\"} 1")
+            && m.contains("sts_fragments_total{status=\"no_speech\"} 1"),
         "{m}"
     );
     assert!(
@@ -233,13 +235,11 @@ async fn music_only_fragments_give_no_text_and_silent_audio() {
                 v["sequence_number"] == seq
             })
             .await;
-        assert_eq!(ev["status"], "success");
+        assert_eq!(ev["status"], "no_speech", "{ev}");
         assert_eq!(ev["transcript"], "", "music #{seq} must not produce text");
-        let d = dubbed_samples(&ev);
-        assert_eq!(d.len(), 96000);
         assert!(
-            d.iter().all(|s| *s == 0),
-            "music #{seq}: silent dubbed audio"
+            ev.get("dubbed_audio").is_none(),
+            "music #{seq}: no replacement audio (the client keeps the music)"
         );
     }
     srv.shutdown();

@@ -19,7 +19,7 @@ mod error;
 pub use error::{ErrorBody, ErrorCode, ProtocolError};
 
 /// Version of this wire contract, reported in the `stream:init` ready ack.
-pub const PROTOCOL_VERSION: &str = "1.0";
+pub const PROTOCOL_VERSION: &str = "1.1";
 
 /// The only sample format accepted on the wire.
 pub const PCM_S16LE: &str = "pcm_s16le";
@@ -317,6 +317,11 @@ pub enum FragmentStatus {
     Failed,
     /// Not done within the processing timeout.
     Timeout,
+    /// No speech found (empty transcript or nothing to say): there is nothing to dub and no
+    /// `dubbed_audio`; the client keeps its original audio. Since protocol 1.1: a 1.0
+    /// client that rejects the unknown status treats the answer as failed, which also
+    /// keeps the original audio.
+    NoSpeech,
 }
 
 impl FragmentStatus {
@@ -327,6 +332,7 @@ impl FragmentStatus {
             Self::Partial => "partial",
             Self::Failed => "failed",
             Self::Timeout => "timeout",
+            Self::NoSpeech => "no_speech",
         }
     }
 }
@@ -356,7 +362,7 @@ pub struct FragmentProcessed {
     /// Outcome.
     pub status: FragmentStatus,
     /// Dubbed audio in the stream's format, exactly `duration_ms` long; absent when
-    /// `status` is `failed` or `timeout`.
+    /// `status` is `failed`, `timeout` or `no_speech`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dubbed_audio: Option<AudioPayload>,
     /// ASR output (empty for silence).
@@ -435,6 +441,9 @@ pub struct Totals {
     pub failed: u64,
     /// `timeout` answers.
     pub timeout: u64,
+    /// `no_speech` answers (absent from 1.0 servers: 0).
+    #[serde(default)]
+    pub no_speech: u64,
 }
 
 impl Totals {
@@ -445,12 +454,13 @@ impl Totals {
             FragmentStatus::Partial => self.partial += 1,
             FragmentStatus::Failed => self.failed += 1,
             FragmentStatus::Timeout => self.timeout += 1,
+            FragmentStatus::NoSpeech => self.no_speech += 1,
         }
     }
 
     /// Sum of all outcomes.
     pub fn total(&self) -> u64 {
-        self.success + self.partial + self.failed + self.timeout
+        self.success + self.partial + self.failed + self.timeout + self.no_speech
     }
 }
 

@@ -204,7 +204,7 @@ fn acks_serialise_with_status_tag() {
     };
     let v = serde_json::to_value(&ready).unwrap();
     assert_eq!(v["status"], "ready");
-    assert_eq!(v["protocol_version"], "1.0");
+    assert_eq!(v["protocol_version"], "1.1");
     let rej = FragmentAck::Rejected {
         error: ErrorBody::new(ErrorCode::Backpressure, "queue full"),
     };
@@ -290,8 +290,29 @@ fn backpressure_and_complete_shapes() {
     };
     assert_eq!(
         serde_json::to_value(&c).unwrap(),
-        json!({"stream_id": "s", "totals": {"success": 1, "partial": 0, "failed": 0, "timeout": 1}})
+        json!({"stream_id": "s", "totals": {"success": 1, "partial": 0, "failed": 0, "timeout": 1, "no_speech": 0}})
     );
+    // A 1.0 server's totals (no `no_speech`) still parse.
+    let old: Totals =
+        serde_json::from_value(json!({"success": 1, "partial": 0, "failed": 0, "timeout": 1}))
+            .unwrap();
+    assert_eq!(old.no_speech, 0);
+    assert_eq!(old.total(), 2);
+}
+
+#[test]
+fn no_speech_answer_has_no_audio_and_round_trips() {
+    let v = json!({"fragment_id": "f-2", "stream_id": "s", "sequence_number": 2,
+        "status": "no_speech", "transcript": "", "translated_text": "",
+        "processing_time_ms": 40, "stage_ms": {"asr": 30, "translation": 0, "tts": 0, "fit": 0}});
+    let ev: FragmentProcessed = serde_json::from_value(v.clone()).unwrap();
+    assert_eq!(ev.status, FragmentStatus::NoSpeech);
+    assert_eq!(ev.status.as_str(), "no_speech");
+    assert!(ev.dubbed_audio.is_none());
+    assert_eq!(serde_json::to_value(&ev).unwrap(), v);
+    let mut totals = Totals::default();
+    totals.add(FragmentStatus::NoSpeech);
+    assert_eq!((totals.no_speech, totals.total()), (1, 1));
 }
 
 #[test]

@@ -365,6 +365,28 @@ pub fn remove(leftovers: &[Leftover]) {
     }
 }
 
+/// Shows that [`leftovers`] sees what a project leaves: plants a network and a volume
+/// labelled as project `<prefix>-selfcheck`, expects both to be found, removes them and
+/// expects nothing left. Fails when the listing would miss a real leftover.
+pub fn self_check_leftovers(prefix: &str) -> anyhow::Result<()> {
+    let project = format!("{prefix}-selfcheck");
+    let label = format!("{PROJECT_LABEL}={project}");
+    let name = format!("{project}_planted");
+    docker(&["network", "create", "--label", &label, &name])?;
+    docker(&["volume", "create", "--label", &label, &name])?;
+    let found = leftovers(&project)?;
+    remove(&found);
+    let after = leftovers(&project)?;
+    let kinds: Vec<&str> = found.iter().map(|l| l.kind).collect();
+    if !(kinds.contains(&"network") && kinds.contains(&"volume")) {
+        bail!("teardown self-check: a planted network and volume of project {project} were not found (found: {kinds:?})");
+    }
+    if !after.is_empty() {
+        bail!("teardown self-check: removing the planted leftovers of {project} failed: {after:?}");
+    }
+    Ok(())
+}
+
 /// The uid:gid of this process, for containers that write into host folders.
 pub fn host_user() -> String {
     // SAFETY: getuid/getgid cannot fail and have no preconditions.

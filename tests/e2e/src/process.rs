@@ -102,9 +102,12 @@ pub fn kill_everything() {
     for &pgid in groups.keys() {
         signal_group(pgid, libc::SIGKILL);
     }
-    for hook in hooks.values() {
-        hook();
-    }
+    // Hooks run at once (each may be a `compose down` waiting for containers to stop).
+    std::thread::scope(|scope| {
+        for hook in hooks.values() {
+            scope.spawn(hook);
+        }
+    });
 }
 
 /// Installs the Ctrl-C / SIGTERM handler: tear everything down, then exit with 130.

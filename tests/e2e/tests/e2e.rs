@@ -672,6 +672,15 @@ fn segment_bers(
     segments: usize,
     settle_s: f64,
 ) -> anyhow::Result<(isize, Vec<f64>)> {
+    let seg_s = FRAGMENT_MS as f64 / 1000.0;
+    let spans: Vec<(f64, f64)> = (0..segments)
+        .map(|k| ((k as f64 * seg_s).max(settle_s), (k + 1) as f64 * seg_s))
+        .collect();
+    span_bers(recording, &spans)
+}
+
+/// Like [`segment_bers`], for arbitrary spans `(from_s, to_s)` of the fixture.
+fn span_bers(recording: &Path, spans: &[(f64, f64)]) -> anyhow::Result<(isize, Vec<f64>)> {
     let input = Fingerprint::compute(&decode_audio_mono(&fixture_path())?);
     let samples = decode_audio_mono(recording)?;
     // One fingerprint per quarter-hop start, each with its best global offset.
@@ -688,21 +697,16 @@ fn segment_bers(
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .map(|o| o.0)
         .ok_or_else(|| anyhow!("no audio in {}", recording.display()))?;
-    let seg_s = FRAGMENT_MS as f64 / 1000.0;
     // Each segment may sit a little off the global alignment (the media-service resyncs
     // its audio timeline to the input's timestamps, most at the start of a stream): search
     // ±8 hops (±256 ms) around each quarter-hop alignment, per segment.
-    let bers = (0..segments)
-        .map(|k| {
+    let bers = spans
+        .iter()
+        .map(|&(from, to)| {
             outputs
                 .iter()
                 .flat_map(|(offset, _, output)| (-8..=8).map(move |d| (offset + d, output)))
-                .map(|(o, output)| {
-                    let from = (k as f64 * seg_s).max(settle_s);
-                    input
-                        .compare_seconds(output, o, from, (k + 1) as f64 * seg_s)
-                        .bit_error_rate
-                })
+                .map(|(o, output)| input.compare_seconds(output, o, from, to).bit_error_rate)
                 .fold(1.0, f64::min)
         })
         .collect();
@@ -1156,6 +1160,38 @@ async fn test_output_audio_fingerprints_dubbed_vs_fallback() -> anyhow::Result<(
         "[e2e] {name}: offset {offset} frames, BER per segment {bers:.3?}; {}",
         describe_fragments(&run)
     );
+    // The main pair runs the default voice-over mix: a dubbed segment still carries the
+    // input, ducked by 15 dB while the Spanish voice speaks and back at full level after it
+    // (the TTS rarely fills all 6 s). Over a whole segment the BER against the input is
+    // then anything from "same" to "different" (measured 0.19-0.38 per segment; 0.44-0.49
+    // in replace mode), so dubbed segments are judged where the dubbed voice speaks: from
+    // its first to its last sound in the STS's answer (measured there: 0.39-0.42).
+    let seg_s = FRAGMENT_MS as f64 / 1000.0;
+    let voiced: Vec<Option<(f64, f64)>> = (0..bers.len())
+        .map(|k| {
+            let ev = run
+                .processed
+                .iter()
+                .find(|e| e["sequence_number"] == k as u64)?;
+            let rate = ev["dubbed_audio"]["sample_rate_hz"].as_f64()?;
+            let pcm = dubbed_samples(&ev["dubbed_audio"]).ok()?;
+            // The mixer's voice threshold (-45 dBFS), per sample.
+            let loud = |s: &&f32| s.abs() > 0.0056;
+            let first = pcm.iter().position(|s| loud(&s))?;
+            let last = pcm.iter().rposition(|s| loud(&s))?;
+            let from = k as f64 * seg_s + first as f64 / rate;
+            let to = k as f64 * seg_s + last as f64 / rate;
+            (to - from >= 1.0).then_some((from, to))
+        })
+        .collect();
+    let voiced_spans: Vec<(f64, f64)> = voiced.iter().flatten().copied().collect();
+    let (_, voiced_bers) = span_bers(&run.recording, &voiced_spans)?;
+    let mut voiced_ber = voiced_spans.iter().zip(voiced_bers);
+    let voiced_ber: Vec<Option<f64>> = voiced
+        .iter()
+        .map(|v| v.and_then(|_| voiced_ber.next().map(|(_, b)| b)))
+        .collect();
+    eprintln!("[e2e] {name}: BER where the dubbed voice speaks {voiced_ber:.3?}");
     let mut problems = Vec::new();
     let mut dubbed = 0;
     for (k, ber) in bers.iter().enumerate() {
@@ -1163,10 +1199,14 @@ async fn test_output_audio_fingerprints_dubbed_vs_fallback() -> anyhow::Result<(
         match status {
             "processed" => {
                 dubbed += 1;
-                if *ber < DIFFERENT_AUDIO_BER {
-                    problems.push(format!(
-                        "segment {k} was dubbed but its audio matches the input (BER {ber:.3})"
-                    ));
+                match voiced_ber[k] {
+                    Some(b) if b < DIFFERENT_AUDIO_BER => problems.push(format!(
+                        "segment {k} was dubbed but where its dubbed voice speaks the audio matches the input (BER {b:.3})"
+                    )),
+                    Some(_) => {}
+                    None => problems.push(format!(
+                        "segment {k} was dubbed but its dubbed audio has no voice (>= 1 s above -45 dBFS)"
+                    )),
                 }
             }
             _ => {
@@ -1184,6 +1224,221 @@ async fn test_output_audio_fingerprints_dubbed_vs_fallback() -> anyhow::Result<(
         describe_fragments(&run)
     );
     ensure!(problems.is_empty(), "{}", problems.join("\n"));
+    Ok(())
+}
+
+/// Depth of the duck the main pair runs with (the media-service's default DUCK_DB).
+const DUCK_DB: f64 = -15.0;
+/// The bed tone of the voice-over fixture, measured in the output. Above 8 kHz on purpose:
+/// the STS works at 16 kHz, so the dubbed voice cannot carry any energy there and the
+/// tone's level in the output is the ducked original alone (a 440 Hz tone shares its band
+/// with the voice's harmonics, which would blur a ±2 dB measurement).
+const BED_TONE_HZ: f64 = 9000.0;
+
+/// The voice-over fixture: the counting fixture's first 12 s of speech then 12 s without
+/// speech, all over a steady bed (a 9 kHz tone at −26 dBFS for the measurement, a 440 Hz
+/// hum at −30 dBFS that the STS hears under the speech and alone in the speechless part).
+fn voice_over_fixture() -> anyhow::Result<PathBuf> {
+    let out = suite().settings.log_dir.join("voice-over-fixture.mp4");
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if out.exists() {
+        return Ok(out);
+    }
+    let fixture = fixture_path();
+    let o = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-y", "-i"])
+        .arg(&fixture)
+        .args([
+            "-f", "lavfi", "-i", "sine=frequency=9000:sample_rate=48000",
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+            "-filter_complex",
+            "[0:a]aformat=sample_rates=48000:channel_layouts=mono,atrim=0:11.8,afade=t=out:st=11.6:d=0.2,apad=whole_dur=24[s];\
+             [1:a]volume=0.4,atrim=0:24[t];[2:a]volume=0.2529,atrim=0:24[h];\
+             [s][t][h]amix=inputs=3:normalize=0,aformat=channel_layouts=stereo[a]",
+            "-map", "0:v", "-map", "[a]", "-t", "24",
+            "-c:v", "copy", "-c:a", "aac", "-b:a", "192k", "-ar", "48000",
+        ])
+        .arg(&out)
+        .output()?;
+    ensure!(
+        o.status.success(),
+        "ffmpeg could not build the voice-over fixture: {}",
+        String::from_utf8_lossy(&o.stderr).trim()
+    );
+    Ok(out)
+}
+
+/// Mono 48 kHz samples of a media file's first audio stream.
+fn decode_audio_48k(path: &Path) -> anyhow::Result<Vec<f32>> {
+    let o = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-i"])
+        .arg(path)
+        .args([
+            "-map", "0:a:0", "-ac", "1", "-ar", "48000", "-f", "s16le", "-",
+        ])
+        .output()?;
+    ensure!(
+        o.status.success(),
+        "ffmpeg could not decode {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&o.stderr).trim()
+    );
+    Ok(fingerprint::pcm_s16le_to_f32(&o.stdout))
+}
+
+/// Amplitude (dB re full scale) of `freq` in `x` (48 kHz), by Goertzel.
+fn tone_level_db(x: &[f32], freq: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * freq / 48_000.0;
+    let c = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0f64, 0f64);
+    for &v in x {
+        let s = f64::from(v) + c * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    let p = (s1 * s1 + s2 * s2 - c * s1 * s2).max(1e-30);
+    20.0 * (2.0 * p.sqrt() / x.len() as f64).log10()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Voice-over (the default mix) and `no_speech` through the main pair: the bed under the
+/// speech survives the dubbing, lowered by DUCK_DB only while the dubbed voice speaks, and a
+/// fragment without speech is reported `no_speech` and goes out as the original.
+async fn test_voice_over_keeps_the_bed_and_no_speech_keeps_the_original() -> anyhow::Result<()> {
+    let pair = suite().main_pair()?;
+    let name = stream_name("test_voice_over");
+    let fixture = voice_over_fixture()?;
+    let log_dir = &suite().settings.log_dir;
+    let recording = log_dir.join(format!("{name}-output.flv"));
+    let (processed, recording) = with_slot(1, async {
+        let mut monitor = Monitor::connect(&pair.sts_url, None).await?;
+        monitor.subscribe(&name).await?;
+        let recorder = Recorder::start(
+            &pair.server,
+            &name,
+            &recording,
+            &log_dir.join(format!("{name}-recorder.log")),
+            Duration::from_secs(60),
+        );
+        let publish_log = log_dir.join(format!("{name}-publisher.log"));
+        let mut publisher = Publisher::start(&pair.server, &name, &fixture, &publish_log)?;
+        let ok =
+            tokio::task::spawn_blocking(move || publisher.wait(Duration::from_secs(50))).await??;
+        ensure!(ok, "publishing {name} failed or took too long");
+        // Fragments 0..3: the worker joins up to a few seconds into the 24 s publish.
+        let processed = monitor
+            .collect_processed(&name, 4, Duration::from_secs(35))
+            .await;
+        monitor.close().await;
+        let rec = tokio::task::spawn_blocking(move || recorder.finish(Duration::from_secs(30)))
+            .await?
+            .map_err(|e| anyhow!("{e}"))?;
+        anyhow::Ok((processed, rec))
+    })
+    .await?;
+    let fragments = read_fragment_log(&pair, &name).await;
+    let metrics = scrape(&pair.host, pair.media_port)?;
+    let statuses: Vec<String> = fragments
+        .iter()
+        .map(|f| format!("{}:{}", f["sequence"], f["status"].as_str().unwrap_or("?")))
+        .collect();
+    eprintln!("[e2e] {name}: fragments {statuses:?}");
+
+    // Fragment 2 covers fixture seconds 12+d..18+d (d >= 0: the worker cannot start before
+    // the publish): no speech, whatever the join delay d.
+    let seq2 = fragments
+        .iter()
+        .find(|f| f["sequence"] == 2)
+        .ok_or_else(|| anyhow!("{name}: no fragment 2 in the log: {statuses:?}"))?;
+    ensure!(
+        seq2["status"] == "no_speech" && seq2["sts_status"] == "no_speech",
+        "{name}: the speechless fragment 2 should be no_speech (original audio): {seq2}"
+    );
+    let ev2 = processed
+        .iter()
+        .find(|e| e["sequence_number"] == 2)
+        .ok_or_else(|| anyhow!("{name}: no fragment:processed for 2"))?;
+    ensure!(
+        ev2["status"] == "no_speech" && ev2.get("dubbed_audio").is_none(),
+        "{name}: STS answer for the speechless fragment: {}",
+        first_lines(&ev2.to_string(), 1)
+    );
+    ensure!(
+        fragments.iter().any(|f| f["status"] == "processed"),
+        "{name}: no fragment was dubbed: {statuses:?}"
+    );
+    let no_speech = metrics.sum(
+        "worker_audio_fragments_total",
+        &[("stream", &name), ("status", "no_speech")],
+    );
+    ensure!(
+        no_speech >= 1.0,
+        "{name}: worker_audio_fragments_total{{status=\"no_speech\"}} = {no_speech}"
+    );
+
+    // The bed, window by window (100 ms) over the output, against the input's level.
+    let input = decode_audio_48k(&fixture)?;
+    let input_db = median(
+        input
+            .chunks_exact(4800)
+            .map(|w| tone_level_db(w, BED_TONE_HZ))
+            .collect(),
+    );
+    let output = decode_audio_48k(&recording)?;
+    ensure!(
+        output.len() > 48_000 * 12,
+        "{name}: only {:.1} s of output audio",
+        output.len() as f64 / 48_000.0
+    );
+    // Leave out the first and last half second (recorder join, encoder edges).
+    let inner = &output[24_000..output.len() - 24_000];
+    let windows: Vec<(f64, f64)> = inner
+        .chunks_exact(4800)
+        .map(|w| (tone_level_db(w, BED_TONE_HZ), rms_db(w)))
+        .collect();
+    let lowest = windows.iter().map(|w| w.0).fold(f64::INFINITY, f64::min);
+    ensure!(
+        lowest > input_db + DUCK_DB - 3.0,
+        "{name}: the bed drops to {lowest:.1} dB in some window (input {input_db:.1} dB, duck {DUCK_DB} dB): it was removed, not ducked"
+    );
+    let full: Vec<f64> = windows
+        .iter()
+        .filter(|w| (w.0 - input_db).abs() <= 1.5)
+        .map(|w| w.0)
+        .collect();
+    let ducked: Vec<&(f64, f64)> = windows
+        .iter()
+        .filter(|w| (w.0 - input_db - DUCK_DB).abs() <= 2.0)
+        .collect();
+    let depth = median(ducked.iter().map(|w| w.0).collect()) - median(full.clone());
+    eprintln!(
+        "[e2e] {name}: bed tone {input_db:.1} dB in, {:.1} s at full level, {:.1} s ducked, measured depth {depth:.2} dB (DUCK_DB {DUCK_DB}), lowest window {lowest:.1} dB",
+        full.len() as f64 / 10.0,
+        ducked.len() as f64 / 10.0
+    );
+    // The speechless fragments (>= 6 s) carry the bed at its input level...
+    ensure!(
+        full.len() >= 40,
+        "{name}: only {:.1} s of output carry the bed at its input level",
+        full.len() as f64 / 10.0
+    );
+    // ...and the dubbed voice ducks it by DUCK_DB (±2 dB) while it speaks.
+    ensure!(
+        ducked.len() >= 15,
+        "{name}: only {:.1} s of output have the bed ducked by {DUCK_DB} dB ±2",
+        ducked.len() as f64 / 10.0
+    );
+    // Where the bed is ducked, something much louder than it plays: the dubbed voice.
+    let above = median(ducked.iter().map(|w| w.1 - w.0).collect());
+    ensure!(
+        above >= 10.0,
+        "{name}: where the bed is ducked the output is only {above:.1} dB above it: no dubbed voice"
+    );
     Ok(())
 }
 
@@ -2061,6 +2316,7 @@ fn main() {
         async_test!(test_output_stream_is_playable),
         async_test!(test_output_av_sync_within_120ms),
         async_test!(test_output_audio_fingerprints_dubbed_vs_fallback),
+        async_test!(test_voice_over_keeps_the_bed_and_no_speech_keeps_the_original),
         async_test!(test_fallback_when_sts_slower_than_deadline),
         async_test!(test_two_concurrent_streams_do_not_interfere),
         async_test!(test_media_service_compose_starts),
@@ -2160,6 +2416,8 @@ fn check_nothing_left(settings: &Settings) -> anyhow::Result<()> {
         return Ok(());
     }
     let prefix = settings.project_prefix();
+    // The check can fail: it must find what a project leaves behind.
+    compose::self_check_leftovers(&prefix)?;
     let left = compose::leftovers(&prefix)?;
     if left.is_empty() {
         eprintln!("[e2e] teardown check: no container, network or volume of {prefix}-* left");
