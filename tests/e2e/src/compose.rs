@@ -292,6 +292,56 @@ pub fn docker(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// How long a stopped container's process ran (its start to finish time in the engine).
+pub fn container_run_time(container: &str) -> anyhow::Result<Duration> {
+    let out = docker(&[
+        "inspect",
+        "--format",
+        "{{.State.StartedAt}} {{.State.FinishedAt}}",
+        container,
+    ])?;
+    let mut it = out.split_whitespace();
+    let (Some(start), Some(end)) = (it.next(), it.next()) else {
+        bail!("{container}: no start/finish times in {out:?}");
+    };
+    let (start, end) = (rfc3339_nanos(start)?, rfc3339_nanos(end)?);
+    if end < start {
+        bail!("{container} has not finished (started {start}, finished {end})");
+    }
+    Ok(Duration::from_nanos((end - start) as u64))
+}
+
+/// Nanoseconds since 1970 of an engine timestamp (`2026-12-02T05:40:23.325977251Z`).
+fn rfc3339_nanos(text: &str) -> anyhow::Result<i128> {
+    let bad = || anyhow::anyhow!("not an RFC 3339 UTC time: {text:?}");
+    let (date, time) = text.trim_end_matches('Z').split_once('T').ok_or_else(bad)?;
+    let d: Vec<i64> = date
+        .split('-')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad())?;
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let t: Vec<i64> = hms
+        .split(':')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad())?;
+    if d.len() != 3 || t.len() != 3 {
+        return Err(bad());
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, m, day) = (if d[1] <= 2 { d[0] - 1 } else { d[0] }, d[1], d[2]);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+    let nanos: i128 = digits.parse().map_err(|_| bad())?;
+    let secs = days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2];
+    Ok(i128::from(secs) * 1_000_000_000 + nanos)
+}
+
 /// Whether the engine has an image.
 pub fn image_present(image: &str) -> bool {
     Command::new("docker")
@@ -416,5 +466,24 @@ mod tests {
             parse_container("abcdef0123456789|media-service|running|starting|t|0|0").unwrap();
         assert!(!starting.is_up(), "a container still starting is not up");
         assert!(parse_container("too|few").is_err());
+    }
+
+    #[test]
+    fn engine_timestamps_parse() {
+        assert_eq!(rfc3339_nanos("1970-01-01T00:00:00Z").unwrap(), 0);
+        assert_eq!(
+            rfc3339_nanos("1970-01-02T00:00:01.5Z").unwrap(),
+            86_401_500_000_000
+        );
+        let a = rfc3339_nanos("2026-12-02T05:40:23.325977251Z").unwrap();
+        let b = rfc3339_nanos("2026-12-02T05:40:24.000000001Z").unwrap();
+        assert_eq!(b - a, 674_022_750);
+        // Across a month and a leap day.
+        let feb = rfc3339_nanos("2028-02-28T23:59:59Z").unwrap();
+        let mar = rfc3339_nanos("2028-03-01T00:00:00Z").unwrap();
+        assert_eq!(mar - feb, 86_401 * 1_000_000_000);
+        assert!(rfc3339_nanos("yesterday").is_err());
+        // The zero time of a container that never finished.
+        assert!(rfc3339_nanos("0001-01-01T00:00:00Z").unwrap() < 0);
     }
 }

@@ -480,8 +480,11 @@ pub struct OneShot {
     pub stdout: String,
     /// Standard error.
     pub stderr: String,
-    /// How long it ran.
+    /// How long it ran, as this process saw it (compose: container creation included).
     pub elapsed: Duration,
+    /// How long the service's own process ran: the container's start to finish times from
+    /// the engine (compose), or `elapsed` (native).
+    pub service_elapsed: Duration,
 }
 
 /// Image variables of the compose files and their defaults there.
@@ -873,8 +876,10 @@ impl Pair {
                     "STS_MODEL_CACHE".to_string(),
                     settings.model_cache.display().to_string(),
                 )]);
+                // Named, not `--rm`: the engine's start and finish times of the container
+                // are read afterwards; `down` removes it with the project.
+                c.args(["run", "--no-deps", "-T", "--name"]).arg(&p.name);
                 oneshot = Some(p);
-                c.args(["run", "--rm", "--no-deps", "-T"]);
                 for (k, v) in env {
                     c.arg("-e").arg(format!("{k}={v}"));
                 }
@@ -922,7 +927,13 @@ impl Pair {
             }
             let _ = child.wait();
         }
+        let elapsed = started.elapsed();
+        let mut service_elapsed = elapsed;
         if let Some(p) = oneshot {
+            if exited {
+                service_elapsed = compose::container_run_time(&p.name)?;
+            }
+            let _ = compose::docker(&["rm", "-f", "-v", &p.name]);
             p.down()?;
         }
         Ok(OneShot {
@@ -930,7 +941,8 @@ impl Pair {
             exited,
             stdout: out_t.join().unwrap_or_default(),
             stderr: err_t.join().unwrap_or_default(),
-            elapsed: started.elapsed(),
+            elapsed,
+            service_elapsed,
         })
     }
 
