@@ -179,6 +179,8 @@ pub struct MediaPipeline {
     pub audio_head: gst::Element,
     /// Monotonic ns (see [`crate::worker`]) of the last input buffer on any branch; 0 = none yet.
     pub last_input: Arc<AtomicU64>,
+    /// Monotonic ns of the last input buffer on the audio branch; 0 = none yet.
+    pub last_audio: Arc<AtomicU64>,
     /// Whether clocksync paces a non-live input.
     pub paced: bool,
 }
@@ -411,15 +413,20 @@ pub fn build(spec: &GraphSpec) -> Result<MediaPipeline, PipelineError> {
         .map_err(|e| PipelineError::Link(format!("audio queue -> mux: {e:?}")))?;
     link(&[&mux, &sink])?;
 
-    // Input activity stamps, for the idle watchdog.
+    // Input activity stamps, for the idle watchdog (any branch) and the missing-audio check.
     let last_input = Arc::new(AtomicU64::new(0));
-    for head in [&video_head, &audio_head] {
+    let last_audio = Arc::new(AtomicU64::new(0));
+    for (head, audio) in [(&video_head, None), (&audio_head, Some(last_audio.clone()))] {
         let li = last_input.clone();
         let epoch = spec.epoch;
         head.static_pad("sink").expect("sink pad").add_probe(
             gst::PadProbeType::BUFFER,
             move |_, _| {
-                li.store(epoch.elapsed().as_nanos().max(1) as u64, Ordering::Relaxed);
+                let now = epoch.elapsed().as_nanos().max(1) as u64;
+                li.store(now, Ordering::Relaxed);
+                if let Some(a) = &audio {
+                    a.store(now, Ordering::Relaxed);
+                }
                 gst::PadProbeReturn::Ok
             },
         );
@@ -495,6 +502,7 @@ pub fn build(spec: &GraphSpec) -> Result<MediaPipeline, PipelineError> {
         video_head,
         audio_head,
         last_input,
+        last_audio,
         paced,
     })
 }

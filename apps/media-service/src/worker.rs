@@ -207,6 +207,17 @@ pub enum WorkerError {
         /// Error and debug text.
         message: String,
     },
+    /// The input delivers video but no audio (nothing to dub, and the output starts with
+    /// the audio): a fresh read usually gets both tracks.
+    #[error("stream '{stream}': video but no audio from {uri} within {timeout_ms} ms of the first media; reading it again")]
+    NoAudio {
+        /// Stream.
+        stream: String,
+        /// Input.
+        uri: String,
+        /// Timeout.
+        timeout_ms: u64,
+    },
     /// Nothing arrived from the input.
     #[error("stream '{stream}': no media from {uri} within {timeout_ms} ms")]
     NoInput {
@@ -218,6 +229,11 @@ pub enum WorkerError {
         timeout_ms: u32,
     },
 }
+
+/// Audio must follow the first input media within this time (a video-only lead-in of a
+/// few seconds is normal); a read that has only video by then is started again, since
+/// nothing can be dubbed or output without the audio track.
+pub const AUDIO_START_TIMEOUT_MS: u64 = 8_000;
 
 /// Live state, shared with `/health` and the control API.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -397,6 +413,8 @@ pub async fn run_worker(
     let mut eos_sent_at: Option<Instant> = None;
     let mut watchdog = tokio::time::interval(Duration::from_millis(200));
     let mut started_state = false;
+    // When the watchdog first saw input (monotonic ns), for the missing-audio check.
+    let mut first_input_seen: Option<u64> = None;
     let mut last_stats = crate::fragmenter::ResyncStats::default();
     let result: Result<WorkerEnd, WorkerError> = loop {
         let next_deadline = co
@@ -441,6 +459,15 @@ pub async fn run_worker(
                     if !started_state {
                         started_state = true;
                         lock(&status).state = "running".into();
+                    }
+                    let first = *first_input_seen.get_or_insert(now);
+                    if !input_done
+                        && graph.last_audio.load(Ordering::Relaxed) == 0
+                        && now.saturating_sub(first) > AUDIO_START_TIMEOUT_MS * 1_000_000
+                    {
+                        // Seen with a media server that let a reader join before the
+                        // publisher had set up its audio track: video only, for good.
+                        break Err(WorkerError::NoAudio { stream: name.clone(), uri: cfg.input_uri.clone(), timeout_ms: AUDIO_START_TIMEOUT_MS });
                     }
                     if !input_done && now.saturating_sub(last) > cfg.idle_timeout_ms as u64 * 1_000_000 {
                         info!(stream = %name, idle_ms = cfg.idle_timeout_ms, "input idle (publisher stopped?): flushing and ending the output");
