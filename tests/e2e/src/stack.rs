@@ -1144,6 +1144,38 @@ mod tests {
     }
 
     #[test]
+    fn a_variable_the_compose_file_drops_is_refused() {
+        let dir = std::env::temp_dir().join(format!("e2e-fwd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("compose.yml");
+        std::fs::write(
+            &file,
+            "services:\n  sts-service:\n    image: ${STS_IMAGE:-x}\n    environment:\n      STS_MODE:\n",
+        )
+        .unwrap();
+        let project = Project {
+            tool: ComposeTool::Standalone {
+                version: "test".into(),
+            },
+            name: "fwd".into(),
+            file,
+        };
+        let env = |k: &str| vec![(k.to_string(), "1".to_string())];
+        // Named in `environment:` or interpolated: passes.
+        check_forwarded(&project, Side::Sts, &env("STS_MODE")).unwrap();
+        check_forwarded(&project, Side::Sts, &env("STS_IMAGE")).unwrap();
+        // Named nowhere: refused, naming it.
+        let err = check_forwarded(&project, Side::Sts, &env("STS_BUDGET_MS"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("STS_BUDGET_MS") && err.contains("sts-service"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn free_ports_are_distinct() {
         let p = Ports::free().unwrap();
         let mut all = vec![p.rtsp, p.rtmp, p.api, p.media, p.sts];
