@@ -165,6 +165,55 @@ pub enum PipelineError {
     State(String),
 }
 
+/// The input's tracks as the pipeline learns them, for diagnosing a missing one.
+#[derive(Debug, Clone, Default)]
+pub struct InputTracks(Arc<std::sync::Mutex<TrackLog>>);
+
+/// See [`InputTracks`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrackLog {
+    /// Streams the source announced before sending media (RTSP SDP: `audio MPEG4-GENERIC`).
+    pub announced: Vec<String>,
+    /// Decoded pads the input exposed (`video/x-h264`, `audio/x-raw`).
+    pub delivered: Vec<String>,
+}
+
+impl InputTracks {
+    fn update(&self, f: impl FnOnce(&mut TrackLog)) {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// A copy of what is known so far.
+    pub fn snapshot(&self) -> TrackLog {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl TrackLog {
+    /// True when the source announced an audio stream (unknown: `None`, e.g. a file).
+    pub fn announced_audio(&self) -> Option<bool> {
+        (!self.announced.is_empty()).then(|| self.announced.iter().any(|t| t.starts_with("audio")))
+    }
+}
+
+impl std::fmt::Display for TrackLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "nothing".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        write!(
+            f,
+            "announced: {}; delivered: {}",
+            list(&self.announced),
+            list(&self.delivered)
+        )
+    }
+}
+
 /// Everything the worker touches in a running graph.
 pub struct MediaPipeline {
     /// The pipeline.
@@ -181,6 +230,9 @@ pub struct MediaPipeline {
     pub last_input: Arc<AtomicU64>,
     /// Monotonic ns of the last input buffer on the audio branch; 0 = none yet.
     pub last_audio: Arc<AtomicU64>,
+    /// What the input announced (RTSP: its SDP's streams) and which decoded tracks it
+    /// delivered; named in the error when a track never comes.
+    pub tracks: InputTracks,
     /// Whether clocksync paces a non-live input.
     pub paced: bool,
 }
@@ -245,11 +297,27 @@ pub fn build(spec: &GraphSpec) -> Result<MediaPipeline, PipelineError> {
             .structure(gst::Structure::new_empty("audio/x-raw"))
             .build(),
     );
-    src.connect("source-setup", false, |args| {
+    let tracks = InputTracks::default();
+    let announced = tracks.clone();
+    src.connect("source-setup", false, move |args| {
         if let Some(Ok(source)) = args.get(1).map(|v| v.get::<gst::Element>()) {
             if source.find_property("protocols").is_some() {
                 // RTSP over TCP: interleaved RTP, no UDP port ranges, works through NAT/compose.
                 source.set_property_from_str("protocols", "tcp");
+            }
+            if source.type_().name() == "GstRTSPSrc" {
+                // The SDP's streams, in order: what the server says it will send.
+                let announced = announced.clone();
+                source.connect("select-stream", false, move |args| {
+                    if let Some(Ok(caps)) = args.get(2).map(|v| v.get::<gst::Caps>()) {
+                        if let Some(s) = caps.structure(0) {
+                            let media = s.get::<String>("media").unwrap_or_default();
+                            let enc = s.get::<String>("encoding-name").unwrap_or_default();
+                            announced.update(|t| t.announced.push(format!("{media} {enc}")));
+                        }
+                    }
+                    Some(true.to_value())
+                });
             }
         }
         None
@@ -457,10 +525,12 @@ pub fn build(spec: &GraphSpec) -> Result<MediaPipeline, PipelineError> {
     let vhead = video_head.clone();
     let ahead = audio_head.clone();
     let pipe_weak = pipeline.downgrade();
+    let delivered = tracks.clone();
     src.connect_pad_added(move |_src, pad| {
         let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
         let Some(s) = caps.structure(0) else { return };
         let name = s.name().to_string();
+        delivered.update(|t| t.delivered.push(name.clone()));
         let target = if name == "video/x-h264" {
             Some(&vhead)
         } else if name == "audio/x-raw" {
@@ -503,6 +573,7 @@ pub fn build(spec: &GraphSpec) -> Result<MediaPipeline, PipelineError> {
         audio_head,
         last_input,
         last_audio,
+        tracks,
         paced,
     })
 }

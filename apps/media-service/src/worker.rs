@@ -209,7 +209,7 @@ pub enum WorkerError {
     },
     /// The input delivers video but no audio (nothing to dub, and the output starts with
     /// the audio): a fresh read usually gets both tracks.
-    #[error("stream '{stream}': video but no audio from {uri} within {timeout_ms} ms of the first media; reading it again")]
+    #[error("stream '{stream}': video but no audio from {uri} within {timeout_ms} ms of the first media ({tracks}); reading it again")]
     NoAudio {
         /// Stream.
         stream: String,
@@ -217,6 +217,18 @@ pub enum WorkerError {
         uri: String,
         /// Timeout.
         timeout_ms: u64,
+        /// What the input announced and delivered.
+        tracks: crate::pipeline::TrackLog,
+    },
+    /// The input announced no audio track at all: there is nothing to dub.
+    #[error("stream '{stream}': {uri} has no audio track ({tracks}): nothing to dub; an input needs H.264 video and one audio track")]
+    NoAudioTrack {
+        /// Stream.
+        stream: String,
+        /// Input.
+        uri: String,
+        /// What the input announced and delivered.
+        tracks: crate::pipeline::TrackLog,
     },
     /// Nothing arrived from the input.
     #[error("stream '{stream}': no media from {uri} within {timeout_ms} ms")]
@@ -228,6 +240,26 @@ pub enum WorkerError {
         /// Timeout.
         timeout_ms: u32,
     },
+}
+
+/// Which of the two missing-audio errors applies: the input never announced audio, or it
+/// did and none came.
+fn no_audio_error(stream: &str, uri: &str, tracks: crate::pipeline::TrackLog) -> WorkerError {
+    let (stream, uri) = (stream.to_string(), uri.to_string());
+    if tracks.announced_audio() == Some(false) {
+        WorkerError::NoAudioTrack {
+            stream,
+            uri,
+            tracks,
+        }
+    } else {
+        WorkerError::NoAudio {
+            stream,
+            uri,
+            timeout_ms: AUDIO_START_TIMEOUT_MS,
+            tracks,
+        }
+    }
 }
 
 /// Audio must follow the first input media within this time (a video-only lead-in of a
@@ -467,7 +499,7 @@ pub async fn run_worker(
                     {
                         // Seen with a media server that let a reader join before the
                         // publisher had set up its audio track: video only, for good.
-                        break Err(WorkerError::NoAudio { stream: name.clone(), uri: cfg.input_uri.clone(), timeout_ms: AUDIO_START_TIMEOUT_MS });
+                        break Err(no_audio_error(&name, &cfg.input_uri, graph.tracks.snapshot()));
                     }
                     if !input_done && now.saturating_sub(last) > cfg.idle_timeout_ms as u64 * 1_000_000 {
                         info!(stream = %name, idle_ms = cfg.idle_timeout_ms, "input idle (publisher stopped?): flushing and ending the output");
@@ -1177,4 +1209,55 @@ fn decode_dubbed(
     let mut out = pcm::sts_to_internal(&mono);
     pcm::fit_len(&mut out, frames * INTERNAL_CHANNELS as usize);
     Ok(out)
+}
+
+#[cfg(test)]
+mod no_audio_tests {
+    use super::*;
+    use crate::pipeline::TrackLog;
+
+    fn log(announced: &[&str], delivered: &[&str]) -> TrackLog {
+        TrackLog {
+            announced: announced.iter().map(|s| s.to_string()).collect(),
+            delivered: delivered.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn announced_audio_that_never_came_is_read_again() {
+        let e = no_audio_error(
+            "s1",
+            "rtsp://h/live/s1/in",
+            log(&["video H264", "audio MPEG4-GENERIC"], &["video/x-h264"]),
+        );
+        assert!(matches!(e, WorkerError::NoAudio { .. }), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("'s1'") && text.contains("reading it again"),
+            "{text}"
+        );
+        assert!(
+            text.contains("announced: video H264, audio MPEG4-GENERIC; delivered: video/x-h264"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_input_without_an_audio_track_says_so() {
+        let e = no_audio_error(
+            "s2",
+            "rtsp://h/live/s2/in",
+            log(&["video H264"], &["video/x-h264"]),
+        );
+        assert!(matches!(e, WorkerError::NoAudioTrack { .. }), "{e}");
+        assert!(e.to_string().contains("has no audio track"), "{e}");
+    }
+
+    #[test]
+    fn unknown_announcement_is_treated_as_a_missing_read() {
+        // A file or RTMP input announces nothing up front.
+        let e = no_audio_error("s3", "file:///x.mp4", log(&[], &["video/x-h264"]));
+        assert!(matches!(e, WorkerError::NoAudio { .. }), "{e}");
+        assert!(e.to_string().contains("announced: nothing"), "{e}");
+    }
 }
