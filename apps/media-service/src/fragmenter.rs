@@ -69,13 +69,18 @@ pub struct Fragmenter {
     stats: ResyncStats,
 }
 
+// Both conversions multiply before dividing (exact rounding); in u64 the product overflows
+// after about 106 hours of 48 kHz audio, so they work in u128 and saturate on the way back.
 fn frames_to_ns(frames: u64) -> u64 {
     // Exact for 48 kHz: 1 frame = 20833.33 ns; round to nearest ns.
-    (frames * NS_PER_S + INTERNAL_RATE as u64 / 2) / INTERNAL_RATE as u64
+    let rate = INTERNAL_RATE as u128;
+    let ns = (frames as u128 * NS_PER_S as u128 + rate / 2) / rate;
+    u64::try_from(ns).unwrap_or(u64::MAX)
 }
 
 fn ns_to_frames(ns: u64) -> u64 {
-    (ns * INTERNAL_RATE as u64 + NS_PER_S / 2) / NS_PER_S
+    let frames = (ns as u128 * INTERNAL_RATE as u128 + NS_PER_S as u128 / 2) / NS_PER_S as u128;
+    u64::try_from(frames).unwrap_or(u64::MAX)
 }
 
 impl Fragmenter {
@@ -135,8 +140,13 @@ impl Fragmenter {
                 // Gap: fill with silence so the stamped timeline catches up with the input.
                 let gap = ns_to_frames(rt_ns - expected);
                 self.stats.gap_frames_filled += gap;
-                let silence = vec![0i16; gap as usize * ch];
-                self.append(&silence, 0, &mut out);
+                // At most one fragment of silence is allocated at a time.
+                let mut left = gap;
+                while left > 0 {
+                    let n = left.min(self.frames_per_fragment as u64);
+                    self.append(&vec![0i16; n as usize * ch], 0, &mut out);
+                    left -= n;
+                }
             } else {
                 // Overlap: skip what was already stamped.
                 let skip = (ns_to_frames(expected - rt_ns) as usize).min(samples.len() / ch);
@@ -198,6 +208,31 @@ impl Fragmenter {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn timestamps_stay_exact_past_a_hundred_hours() {
+        // 300 hours of 48 kHz frames: the u64 product frames * 1e9 would have wrapped.
+        let frames = 300 * 3600 * INTERNAL_RATE as u64;
+        assert_eq!(frames_to_ns(frames), 300 * 3600 * NS_PER_S);
+        assert_eq!(ns_to_frames(300 * 3600 * NS_PER_S), frames);
+        assert_eq!(
+            frames_to_ns(u64::MAX),
+            u64::MAX,
+            "saturates instead of wrapping"
+        );
+    }
+
+    #[test]
+    fn a_stream_a_week_old_keeps_cutting_in_place() {
+        let week_ns = 7 * 24 * 3600 * NS_PER_S;
+        let mut f = Fragmenter::new(1000, 40);
+        let second = vec![1i16; INTERNAL_RATE as usize * INTERNAL_CHANNELS as usize];
+        assert_eq!(f.push(week_ns, &second).len(), 1);
+        let out = f.push(week_ns + NS_PER_S, &second);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].start_ns, week_ns + NS_PER_S);
+        assert_eq!(f.stats().gap_frames_filled, 0);
+    }
+
     use super::*;
 
     const MS: u64 = 1_000_000;
