@@ -140,11 +140,13 @@ impl Fragmenter {
                 // Gap: fill with silence so the stamped timeline catches up with the input.
                 let gap = ns_to_frames(rt_ns - expected);
                 self.stats.gap_frames_filled += gap;
-                // At most one fragment of silence is allocated at a time.
+                // At most one fragment of silence is allocated, appended as often as needed.
+                let chunk = gap.min(self.frames_per_fragment as u64);
+                let silence = vec![0i16; chunk as usize * ch];
                 let mut left = gap;
                 while left > 0 {
-                    let n = left.min(self.frames_per_fragment as u64);
-                    self.append(&vec![0i16; n as usize * ch], 0, &mut out);
+                    let n = left.min(chunk);
+                    self.append(&silence[..n as usize * ch], 0, &mut out);
                     left -= n;
                 }
             } else {
@@ -208,6 +210,10 @@ impl Fragmenter {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
     #[test]
     fn timestamps_stay_exact_past_a_hundred_hours() {
         // 300 hours of 48 kHz frames: the u64 product frames * 1e9 would have wrapped.
@@ -232,10 +238,6 @@ mod tests {
         assert_eq!(out[0].start_ns, week_ns + NS_PER_S);
         assert_eq!(f.stats().gap_frames_filled, 0);
     }
-
-    use super::*;
-
-    const MS: u64 = 1_000_000;
 
     fn buf(frames: usize, val: i16) -> Vec<i16> {
         vec![val; frames * 2]

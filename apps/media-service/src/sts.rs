@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use std::time::Instant;
 use sts_client::{ClientEvent, StsClient, StsClientConfig};
 use sts_protocol::{FragmentData, StreamInit, StreamInitAck};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::worker::{DubEvent, Dubber};
+use crate::worker::{sleep_until_opt, DubEvent, Dubber};
 
 /// A [`Dubber`] backed by the STS service.
 pub struct StsDubber {
@@ -242,13 +242,6 @@ impl SessionLink {
                     .await;
             }
         }
-    }
-}
-
-async fn sleep_until_opt(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => futures::future::pending().await,
     }
 }
 

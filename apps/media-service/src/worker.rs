@@ -587,7 +587,8 @@ pub async fn run_worker(
     result
 }
 
-async fn sleep_until_opt(t: Option<Instant>) {
+/// Sleeps until `t`, or forever when there is nothing to wait for (a `select!` arm).
+pub(crate) async fn sleep_until_opt(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t.into()).await,
         None => futures::future::pending().await,
