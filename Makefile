@@ -30,7 +30,7 @@ export E2E_BACKEND
 INPUT ?= tests/e2e/fixtures/test_streams/30s-counting-english.mp4
 OUTPUT ?= out/demo-dubbed.mp4
 
-.PHONY: help setup deps models media-server python build test unit e2e demo bench lint fmt clean-cache images test-compose
+.PHONY: help setup deps models media-server python build test unit e2e demo bench fuzz lint fmt clean-cache images test-compose
 
 help:
 	@echo "make demo    dub $(INPUT) into Spanish -> $(OUTPUT) (INPUT=/OUTPUT= to override)"
@@ -95,6 +95,12 @@ bench: setup
 	@scripts/install-python.sh --bench
 	$(CARGO) build --release -p sts-service --bins
 	$(CARGO_TARGET_DIR)/release/sts-bench
+
+# Fuzz the protocol decoder and the fragmenter for FUZZ_SECS per target (the unit suite
+# runs them for a few seconds; replay a failure with the FUZZ_SEED and FUZZ_CASE it prints).
+FUZZ_SECS ?= 120
+fuzz: deps
+	FUZZ_SECS=$(FUZZ_SECS) $(CARGO) test --workspace --test fuzz --test fuzz_fragmenter -- --nocapture
 
 lint: deps
 	$(CARGO) fmt --all -- --check

@@ -13,10 +13,17 @@
 //!   buffer's timestamp.
 //! - input earlier than expected by more than the tolerance (an overlap): drop the samples
 //!   that fall before the expected position.
+//! - input later than expected by more than [`MAX_GAP_FILL_NS`] (a timestamp jump, not a
+//!   gap an encoder could leave): the unfinished fragment is completed with silence and the
+//!   timeline is re-anchored at the buffer's timestamp, so a broken input costs at most one
+//!   fragment of silence, never hours of it.
 
 use crate::pcm::{INTERNAL_CHANNELS, INTERNAL_RATE};
 
 const NS_PER_S: u64 = 1_000_000_000;
+
+/// Longest input gap filled with silence (ns); a longer jump re-anchors the timeline.
+pub const MAX_GAP_FILL_NS: u64 = 30 * NS_PER_S;
 
 /// One cut fragment of internal-format audio.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +56,8 @@ pub struct ResyncStats {
     pub gap_frames_filled: u64,
     /// Input frames dropped because they overlapped already-stamped audio.
     pub overlap_frames_dropped: u64,
+    /// Timestamp jumps beyond [`MAX_GAP_FILL_NS`] that re-anchored the timeline.
+    pub timeline_jumps: u64,
 }
 
 /// Accumulates audio and emits fragments. Not thread-safe by itself; the worker keeps it
@@ -118,7 +127,26 @@ impl Fragmenter {
     fn current_start_ns(&self) -> u64 {
         let frames_before =
             self.frames_total - (self.current.len() / INTERNAL_CHANNELS as usize) as u64;
-        self.origin_ns + frames_to_ns(frames_before)
+        self.origin_ns.saturating_add(frames_to_ns(frames_before))
+    }
+
+    /// Running time of the next stamped sample.
+    fn stamped_end_ns(&self) -> u64 {
+        self.origin_ns
+            .saturating_add(frames_to_ns(self.frames_total))
+    }
+
+    /// Completes the unfinished fragment with silence and restarts the timeline at `rt_ns`.
+    fn reanchor(&mut self, rt_ns: u64, out: &mut Vec<Fragment>) {
+        let ch = INTERNAL_CHANNELS as usize;
+        if !self.current.is_empty() {
+            let missing = self.frames_per_fragment - self.current.len() / ch;
+            self.stats.gap_frames_filled += missing as u64;
+            self.append(&vec![0i16; missing * ch], 0, out);
+        }
+        self.stats.timeline_jumps += 1;
+        self.origin_ns = rt_ns;
+        self.frames_total = 0;
     }
 
     /// Adds one input buffer (interleaved stereo S16) whose first sample has running time
@@ -130,6 +158,10 @@ impl Fragmenter {
         let expected = match self.next_ns {
             None => {
                 self.origin_ns = rt_ns;
+                rt_ns
+            }
+            Some(e) if rt_ns.saturating_sub(e) > MAX_GAP_FILL_NS => {
+                self.reanchor(rt_ns, &mut out);
                 rt_ns
             }
             Some(e) => e,
@@ -160,7 +192,7 @@ impl Fragmenter {
         }
         let kept_drift = if drift > self.tolerance_ns { 0 } else { drift };
         self.append(samples, kept_drift, &mut out);
-        self.next_ns = Some(self.origin_ns + frames_to_ns(self.frames_total));
+        self.next_ns = Some(self.stamped_end_ns());
         out
     }
 
@@ -187,7 +219,7 @@ impl Fragmenter {
             sequence: self.sequence,
             start_ns,
             // Duration from stamped start/end so consecutive fragments tile exactly.
-            duration_ns: self.origin_ns + frames_to_ns(self.frames_total) - start_ns,
+            duration_ns: self.stamped_end_ns() - start_ns,
             pcm,
             max_drift_ns: self.current_drift,
             partial,

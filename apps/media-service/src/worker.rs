@@ -521,6 +521,9 @@ pub async fn run_worker(
                     let st = lock(&fragmenter).stats();
                     metrics.resync_frames.with_label_values(&[&name, "gap"]).inc_by(st.gap_frames_filled - last_stats.gap_frames_filled);
                     metrics.resync_frames.with_label_values(&[&name, "overlap"]).inc_by(st.overlap_frames_dropped - last_stats.overlap_frames_dropped);
+                    if st.timeline_jumps > last_stats.timeline_jumps {
+                        warn!(stream = %name, jumps = st.timeline_jumps, max_gap_fill_s = crate::fragmenter::MAX_GAP_FILL_NS / 1_000_000_000, "input audio timestamps jumped ahead by more than the longest gap filled with silence; the fragment timeline restarts at the new timestamp");
+                    }
                     last_stats = st;
                 }
                 if let Some(t) = eos_sent_at {

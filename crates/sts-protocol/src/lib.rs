@@ -90,7 +90,7 @@ impl AudioFormat {
     /// Checks format, rate and channels against what the protocol accepts.
     pub fn validate(&self) -> Result<(), ProtocolError> {
         if self.format != PCM_S16LE {
-            return Err(ProtocolError::UnsupportedFormat(self.format.clone()));
+            return Err(ProtocolError::UnsupportedFormat(clip(&self.format)));
         }
         if !ACCEPTED_SAMPLE_RATES.contains(&self.sample_rate_hz) {
             return Err(ProtocolError::UnsupportedSampleRate(self.sample_rate_hz));
@@ -496,7 +496,7 @@ pub struct ErrorEvent {
 pub fn parse_payload<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ProtocolError> {
     let value = match value {
         serde_json::Value::String(s) => serde_json::from_str::<serde_json::Value>(&s)
-            .map_err(|e| ProtocolError::MalformedJson(e.to_string()))?,
+            .map_err(|e| ProtocolError::MalformedJson(clip_message(&e.to_string())))?,
         other => other,
     };
     if !value.is_object() {
@@ -520,7 +520,8 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 }
 
 fn classify_serde_error(e: serde_json::Error) -> ProtocolError {
-    let msg = e.to_string();
+    // serde quotes the offending value ("invalid type: string \"…\""); keep it short.
+    let msg = clip_message(&e.to_string());
     if let Some(rest) = msg.strip_prefix("missing field `") {
         let field = rest.split('`').next().unwrap_or_default().to_string();
         ProtocolError::MissingField(field)
@@ -531,6 +532,18 @@ fn classify_serde_error(e: serde_json::Error) -> ProtocolError {
         ProtocolError::WrongType(msg)
     } else {
         ProtocolError::MalformedJson(msg)
+    }
+}
+
+/// A library error message that may quote peer input, kept to four times [`MAX_ECHO_CHARS`].
+fn clip_message(msg: &str) -> String {
+    match msg.char_indices().nth(4 * MAX_ECHO_CHARS) {
+        None => msg.to_string(),
+        Some((cut, _)) => format!(
+            "{}… (message cut at {} characters)",
+            &msg[..cut],
+            4 * MAX_ECHO_CHARS
+        ),
     }
 }
 
@@ -573,7 +586,10 @@ fn validate_language(field: &'static str, lang: &str) -> Result<(), ProtocolErro
     } else {
         Err(ProtocolError::InvalidField {
             field,
-            reason: format!("{lang:?} is not a language code; expected e.g. \"en\" or \"es\""),
+            reason: format!(
+                "{:?} is not a language code; expected e.g. \"en\" or \"es\"",
+                clip(lang)
+            ),
         })
     }
 }
@@ -590,7 +606,25 @@ fn validate_duration(field: &'static str, ms: u32) -> Result<(), ProtocolError> 
 }
 
 fn format_label(f: &AudioFormat) -> String {
-    format!("{} {} Hz {} ch", f.format, f.sample_rate_hz, f.channels)
+    format!(
+        "{} {} Hz {} ch",
+        clip(&f.format),
+        f.sample_rate_hz,
+        f.channels
+    )
+}
+
+/// Most characters of a peer's own value repeated in an error message.
+pub const MAX_ECHO_CHARS: usize = 64;
+
+/// A peer-supplied value as quoted in an error: at most [`MAX_ECHO_CHARS`] characters, then
+/// how long it really was. Errors reach logs and other clients' monitors; a hostile value
+/// must not grow them without bound.
+pub fn clip(value: &str) -> String {
+    match value.char_indices().nth(MAX_ECHO_CHARS) {
+        None => value.to_string(),
+        Some((cut, _)) => format!("{}… ({} bytes)", &value[..cut], value.len()),
+    }
 }
 
 /// Encodes interleaved s16 samples as base64 of little-endian bytes.

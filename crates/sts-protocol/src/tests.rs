@@ -323,3 +323,32 @@ fn frames_for_ms_rounds() {
     assert_eq!(f.samples_for_ms(1000), 88200);
     assert_eq!(AudioFormat::pcm_s16le(22050, 1).frames_for_ms(6000), 132300);
 }
+
+#[test]
+fn errors_quote_a_hostile_value_only_in_part() {
+    let long = "x".repeat(10_000);
+    let mut f = AudioFormat::pcm_s16le(48_000, 2);
+    f.format = long.clone();
+    let text = f.validate().unwrap_err().to_string();
+    assert!(text.len() < 200, "{} bytes: {text:.120}", text.len());
+    assert!(text.contains("10000 bytes"), "{text}");
+    // serde's own messages quote the value too.
+    let e = parse_payload::<StreamControl>(serde_json::json!({ "stream_id": long })).map(drop);
+    let e = e.err().map(|e| e.to_string()).unwrap_or_default();
+    // A 10 000-character id parses (then fails validate_id); a wrong type is quoted by serde.
+    let wrong = parse_payload::<StreamInit>(serde_json::json!({
+        "stream_id": "s", "source_language": "en", "target_language": "es",
+        "fragment_duration_ms": "9".repeat(10_000),
+        "audio": {"format": "pcm_s16le", "sample_rate_hz": 48000, "channels": 2}
+    }))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        wrong.chars().count() < 400,
+        "{} chars",
+        wrong.chars().count()
+    );
+    assert!(e.len() < 400);
+    // Short values are quoted whole.
+    assert_eq!(clip("pcm_f32"), "pcm_f32");
+}
