@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde::Serialize;
 
+use crate::access::{BearerToken, ControlApiMode};
 use crate::mix::{MixConfig, MixMode, MIN_DUCK_DB};
+use crate::policy::HostList;
 
 /// Default fragment length (ms).
 pub const DEFAULT_FRAGMENT_MS: u32 = 6000;
@@ -19,6 +21,10 @@ pub const DEFAULT_STS_BUDGET_MS: u32 = 2500;
 pub const DEFAULT_DEADLINE_MARGIN_MS: u32 = 500;
 /// Smallest accepted margin: the AAC encoder needs the next samples ~300 ms ahead.
 pub const MIN_DEADLINE_MARGIN_MS: u32 = 300;
+/// Default cap on running workers (control API and discovery together).
+pub const DEFAULT_MAX_STREAMS: u32 = 8;
+/// Largest accepted MAX_STREAMS.
+pub const MAX_MAX_STREAMS: u32 = 256;
 
 fn ranged_u32(s: &str, lo: u32, hi: u32, unit: &str) -> Result<u32, String> {
     match s.trim().parse::<u32>() {
@@ -51,6 +57,9 @@ fn timeout_ms(s: &str) -> Result<u32, String> {
 }
 fn tolerance_ms(s: &str) -> Result<u32, String> {
     ranged_u32(s, 5, 100, "milliseconds; keeps A/V sync under 120 ms")
+}
+fn max_streams(s: &str) -> Result<u32, String> {
+    ranged_u32(s, 1, MAX_MAX_STREAMS, "workers")
 }
 fn bitrate(s: &str) -> Result<i32, String> {
     ranged_u32(s, 32_000, 512_000, "bit/s").map(|v| v as i32)
@@ -156,6 +165,27 @@ pub struct Settings {
     /// Bind address of this service's HTTP server.
     #[arg(long, env = "MEDIA_SERVICE_HOST", default_value = "0.0.0.0", value_parser = host, global = true)]
     pub media_service_host: String,
+    /// Bearer token the control API's POST and DELETE require (Authorization: Bearer <token>, 16+ visible ASCII characters). Unset: see CONTROL_API.
+    #[arg(long, env = "MEDIA_SERVICE_TOKEN", value_parser = BearerToken::parse, hide_env_values = true, global = true)]
+    pub media_service_token: Option<BearerToken>,
+    /// Who may POST/DELETE streams: auto (MEDIA_SERVICE_TOKEN when set, else no token on a loopback MEDIA_SERVICE_HOST, else nobody), open (no token: trusted networks only) or closed (nobody). GET is always open.
+    #[arg(long, env = "CONTROL_API", default_value = "auto", value_parser = ControlApiMode::parse, global = true)]
+    pub control_api: ControlApiMode,
+    /// Hosts (HOST or HOST:PORT, comma-separated) the control API accepts http(s):// inputs from; none by default (rtsp, rtsps, rtspt, rtmp, rtmps and srt inputs are accepted from any host).
+    #[arg(long, env = "ALLOWED_INPUT_HOSTS", value_parser = HostList::parse, global = true)]
+    pub allowed_input_hosts: Option<HostList>,
+    /// Existing folder the control API may read input files from (paths relative to it, or absolute inside it). Unset: file inputs are refused.
+    #[arg(long, env = "INPUT_DIR", global = true)]
+    pub input_dir: Option<PathBuf>,
+    /// RTMP hosts (HOST or HOST:PORT, comma-separated) the control API may publish to besides the media server (MEDIAMTX_HOST:MEDIAMTX_RTMP_PORT); none by default.
+    #[arg(long, env = "ALLOWED_OUTPUT_HOSTS", value_parser = HostList::parse, global = true)]
+    pub allowed_output_hosts: Option<HostList>,
+    /// Existing folder the control API may write output files to (paths relative to it, or absolute inside it). Unset: file outputs are refused.
+    #[arg(long, env = "OUTPUT_DIR", global = true)]
+    pub output_dir: Option<PathBuf>,
+    /// Most workers running at once, control API and discovery together; a POST beyond it answers 429 and discovery waits for a free slot.
+    #[arg(long, env = "MAX_STREAMS", default_value_t = DEFAULT_MAX_STREAMS, value_parser = max_streams, global = true)]
+    pub max_streams: u32,
     /// Socket.IO URL of the sts-service.
     #[arg(long, env = "STS_SERVICE_URL", default_value = "http://host.docker.internal:3000", value_parser = http_url, global = true)]
     pub sts_service_url: String,
@@ -377,10 +407,16 @@ pub fn one_line_error(err: &clap::Error) -> String {
             .trim_start_matches("--")
             .to_string();
         let cmd = Cli::command();
-        let env = cmd
+        let found = cmd
             .get_arguments()
-            .find(|a| a.get_long() == Some(long.as_str()))
-            .and_then(|a| a.get_env().map(|e| e.to_string_lossy().to_string()));
+            .find(|a| a.get_long() == Some(long.as_str()));
+        let env = found.and_then(|a| a.get_env().map(|e| e.to_string_lossy().to_string()));
+        // A secret (MEDIA_SERVICE_TOKEN) is never echoed, not even when it is refused.
+        let value = if found.is_some_and(|a| a.is_hide_env_values_set()) {
+            "<hidden>".to_string()
+        } else {
+            value
+        };
         let reason = std::error::Error::source(err)
             .map(|s| s.to_string())
             .unwrap_or_else(|| {
@@ -493,6 +529,61 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn control_api_settings() {
+        let s = parse(&[]).unwrap().settings;
+        assert_eq!(s.control_api, ControlApiMode::Auto);
+        assert_eq!(s.max_streams, DEFAULT_MAX_STREAMS);
+        assert!(s.media_service_token.is_none() && s.input_dir.is_none() && s.output_dir.is_none());
+        let s = parse(&[
+            "--control-api",
+            "OPEN",
+            "--max-streams",
+            "2",
+            "--allowed-input-hosts",
+            "a.example,b:8080",
+        ])
+        .unwrap()
+        .settings;
+        assert_eq!(s.control_api, ControlApiMode::Open);
+        assert_eq!(s.max_streams, 2);
+        assert_eq!(
+            s.allowed_input_hosts.unwrap().to_string(),
+            "a.example,b:8080"
+        );
+        let e = one_line_error(&parse(&["--max-streams", "0"]).unwrap_err());
+        assert_eq!(
+            e,
+            "invalid MAX_STREAMS='0' (--max-streams): expected an integer from 1 to 256 (workers)"
+        );
+        let e = one_line_error(&parse(&["--control-api", "yes"]).unwrap_err());
+        assert!(
+            e.starts_with("invalid CONTROL_API='yes' (--control-api): expected auto"),
+            "{e}"
+        );
+        let e = one_line_error(&parse(&["--allowed-output-hosts", "rtmp://x"]).unwrap_err());
+        assert!(
+            e.starts_with("invalid ALLOWED_OUTPUT_HOSTS='rtmp://x'"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_refused_token_is_not_echoed() {
+        let e = one_line_error(&parse(&["--media-service-token", "tiny secret"]).unwrap_err());
+        assert!(
+            e.starts_with(
+                "invalid MEDIA_SERVICE_TOKEN='<hidden>' (--media-service-token): expected 16"
+            ),
+            "{e}"
+        );
+        assert!(!e.contains("tiny secret"), "{e}");
+        let s = parse(&["--media-service-token", "0123456789abcdef"])
+            .unwrap()
+            .settings;
+        assert!(!format!("{s:?}").contains("0123456789abcdef"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! dubbed by the sts-service, and republishes the untouched video with the dubbed audio a
 //! fixed delay later (ARCHITECTURE §5). See `docs/media-service.md`.
 
+pub mod access;
 pub mod api;
 pub mod config;
 pub mod dub;
@@ -11,6 +12,7 @@ pub mod metrics;
 pub mod mix;
 pub mod pcm;
 pub mod pipeline;
+pub mod policy;
 pub mod spoken;
 pub mod sts;
 pub mod worker;

@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use media_service::access::ControlAccess;
 use media_service::api::{router, AppState};
 use media_service::config::{self, Cli, Command};
 use media_service::manager::Manager;
 use media_service::metrics::Metrics;
+use media_service::policy::StreamPolicy;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -100,12 +102,29 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Dub(args) => media_service::dub::run(settings, args, shutdown).await,
         Command::Serve => {
+            // The control API's access mode and request policy, decided once; a
+            // contradiction or a missing INPUT_DIR/OUTPUT_DIR is a configuration error.
+            let access = match ControlAccess::decide(
+                settings.control_api,
+                settings.media_service_token.clone(),
+                &settings.media_service_host,
+            ) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("media-service: {e}");
+                    return Ok(2);
+                }
+            };
+            let policy = match StreamPolicy::from_settings(&settings) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("media-service: {e}");
+                    return Ok(2);
+                }
+            };
             let metrics = Arc::new(Metrics::new());
             let manager = Manager::new(settings.clone(), metrics.clone(), shutdown.clone());
-            let addr = format!(
-                "{}:{}",
-                settings.media_service_host, settings.media_service_port
-            );
+            let addr = bind_address(&settings.media_service_host, settings.media_service_port);
             let listener = tokio::net::TcpListener::bind(&addr)
                 .await
                 .with_context(|| format!("binding MEDIA_SERVICE_PORT on {addr}"))?;
@@ -116,14 +135,24 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 delay_ms = settings.output_delay_ms(),
                 fragment_ms = settings.fragment_duration_ms,
                 discovery = settings.discovery,
+                max_streams = settings.max_streams,
                 "media-service listening"
             );
+            match &access {
+                ControlAccess::Open => {
+                    warn!(control_api = %access.describe(), "control API access")
+                }
+                _ => info!(control_api = %access.describe(), "control API access"),
+            }
+            info!(policy = %policy.describe(), "control API requests");
             if settings.discovery {
                 tokio::spawn(manager.clone().discovery_loop());
             }
             let app = router(AppState {
                 manager: manager.clone(),
                 metrics,
+                access: Arc::new(access),
+                policy: Arc::new(policy),
             });
             let sd = shutdown.clone();
             axum::serve(listener, app)
@@ -134,5 +163,13 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             info!("all workers stopped; bye");
             Ok(0)
         }
+    }
+}
+
+/// `HOST:PORT`, with an IPv6 address in brackets (`::1` binds as `[::1]:PORT`).
+fn bind_address(host: &str, port: u16) -> String {
+    match host.parse::<std::net::Ipv6Addr>() {
+        Ok(v6) => format!("[{v6}]:{port}"),
+        Err(_) => format!("{host}:{port}"),
     }
 }

@@ -29,7 +29,8 @@ pub enum Origin {
     Api,
 }
 
-/// A request to run a stream.
+/// A request to run a stream, as `POST /v1/streams` receives it (unchecked: see
+/// [`crate::policy`]).
 #[derive(Debug, Clone, Deserialize)]
 pub struct StreamRequest {
     /// Stream name: `live/<name>/in` -> `live/<name>/out`.
@@ -40,6 +41,28 @@ pub struct StreamRequest {
     /// Output; default `rtmp://HOST:RTMP_PORT/live/<name>/out` (app `live`, stream `<name>/out`).
     #[serde(default)]
     pub output: Option<String>,
+}
+
+/// A stream to run, its input and output already resolved and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSpec {
+    /// Stream name: `live/<name>/in` -> `live/<name>/out`.
+    pub name: String,
+    /// Input URI; default `rtsp://HOST:RTSP_PORT/live/<name>/in`.
+    pub input: Option<String>,
+    /// Output; default `rtmp://HOST:RTMP_PORT/live/<name>/out`.
+    pub output: Option<OutputTarget>,
+}
+
+impl StreamSpec {
+    /// The media server's input and output for `name` (what discovery runs).
+    pub fn on_media_server(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            input: None,
+            output: None,
+        }
+    }
 }
 
 /// Errors of the registry.
@@ -54,9 +77,12 @@ pub enum ManagerError {
     /// Not known.
     #[error("stream '{0}' not found")]
     NotFound(String),
-    /// Output not understood.
-    #[error("{0}")]
-    Target(String),
+    /// MAX_STREAMS workers are running.
+    #[error("MAX_STREAMS={max} workers are already running (control API and discovery together); stop one with DELETE /v1/streams/<name> or raise MAX_STREAMS")]
+    AtCapacity {
+        /// MAX_STREAMS.
+        max: u32,
+    },
     /// Shutting down.
     #[error("the service is shutting down")]
     ShuttingDown,
@@ -88,6 +114,8 @@ pub struct Manager {
     streams: Mutex<BTreeMap<String, Entry>>,
     /// Names discovery has started for their current appearance on the media server.
     discovered: Mutex<HashSet<String>>,
+    /// Names discovery could not start for MAX_STREAMS (warned once; tried again each poll).
+    capped: Mutex<HashSet<String>>,
     shutdown: CancellationToken,
 }
 
@@ -112,6 +140,7 @@ impl Manager {
             metrics,
             streams: Mutex::new(BTreeMap::new()),
             discovered: Mutex::new(HashSet::new()),
+            capped: Mutex::new(HashSet::new()),
             shutdown,
         })
     }
@@ -132,10 +161,15 @@ impl Manager {
             .collect()
     }
 
-    /// Starts a supervised worker for `req`.
+    /// Workers that hold a slot: running, starting or retrying (not finished).
+    fn active(map: &BTreeMap<String, Entry>) -> usize {
+        map.values().filter(|e| !e.task.is_finished()).count()
+    }
+
+    /// Starts a supervised worker for `req`, unless MAX_STREAMS workers are running.
     pub fn start(
         self: &Arc<Self>,
-        req: StreamRequest,
+        req: StreamSpec,
         origin: Origin,
     ) -> Result<StreamView, ManagerError> {
         if self.shutdown.is_cancelled() {
@@ -145,29 +179,27 @@ impl Manager {
             return Err(ManagerError::BadName(req.name));
         }
         let s = &self.settings;
-        let input = match &req.input {
-            Some(i) => {
-                crate::pipeline::input_uri(i).map_err(|e| ManagerError::Target(e.to_string()))?
-            }
-            None => format!(
+        let input = req.input.clone().unwrap_or_else(|| {
+            format!(
                 "rtsp://{}:{}/live/{}/in",
                 s.mediamtx_host, s.mediamtx_rtsp_port, req.name
-            ),
-        };
-        let output = match &req.output {
-            Some(o) => OutputTarget::parse(o).map_err(|e| ManagerError::Target(e.to_string()))?,
-            None => OutputTarget::Rtmp {
-                host: s.mediamtx_host.clone(),
-                port: s.mediamtx_rtmp_port,
-                app: "live".into(),
-                stream: format!("{}/out", req.name),
-            },
-        };
+            )
+        });
+        let output = req.output.clone().unwrap_or_else(|| OutputTarget::Rtmp {
+            host: s.mediamtx_host.clone(),
+            port: s.mediamtx_rtmp_port,
+            app: "live".into(),
+            stream: format!("{}/out", req.name),
+        });
         let mut map = self.lock();
         if let Some(e) = map.get(&req.name) {
             if !e.task.is_finished() {
                 return Err(ManagerError::Exists(req.name));
             }
+        }
+        // Counted and inserted under one lock: concurrent starts cannot overshoot.
+        if Self::active(&map) >= s.max_streams as usize {
+            return Err(ManagerError::AtCapacity { max: s.max_streams });
         }
         let status: StatusCell = Arc::new(Mutex::new(WorkerStatus {
             state: "starting".into(),
@@ -340,24 +372,32 @@ impl Manager {
                         warned = false;
                     }
                     let mut seen = self.discovered.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut capped = self.capped.lock().unwrap_or_else(|p| p.into_inner());
                     for n in &names {
                         if !seen.insert(n.clone()) {
                             continue;
                         }
                         // `start` replaces an entry whose worker has ended (its removal
                         // comes a moment later), so a quick republication is not skipped.
-                        match self.start(
-                            StreamRequest {
-                                name: n.clone(),
-                                input: None,
-                                output: None,
-                            },
-                            Origin::Discovery,
-                        ) {
-                            Ok(_) => info!(stream = %n, "discovered live/{n}/in"),
+                        match self.start(StreamSpec::on_media_server(n), Origin::Discovery) {
+                            Ok(_) => {
+                                if capped.remove(n) {
+                                    info!(stream = %n, "discovered live/{n}/in; started now that a worker slot is free");
+                                } else {
+                                    info!(stream = %n, "discovered live/{n}/in");
+                                }
+                            }
                             // Still retrying: that worker picks the publication up itself.
                             Err(ManagerError::Exists(_)) => {
                                 debug!(stream = %n, "worker still running; it retries by itself")
+                            }
+                            // Not an appearance handled: try again on the next poll, but
+                            // warn only once per appearance.
+                            Err(e @ ManagerError::AtCapacity { .. }) => {
+                                seen.remove(n);
+                                if capped.insert(n.clone()) {
+                                    warn!(stream = %n, error = %e, "discovered live/{n}/in not started; it starts when a worker slot is free");
+                                }
                             }
                             Err(e) => {
                                 warn!(stream = %n, error = %e, "discovered stream not started")
@@ -365,6 +405,7 @@ impl Manager {
                         }
                     }
                     seen.retain(|n| names.contains(n));
+                    capped.retain(|n| names.contains(n));
                 }
                 Err(e) => {
                     if !warned {

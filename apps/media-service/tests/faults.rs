@@ -102,6 +102,9 @@ fn sigterm_stops_service_with_a_running_worker() {
         Command::new(common::media_bin())
             .env("MEDIA_SERVICE_PORT", http.to_string())
             .env("MEDIA_SERVICE_HOST", "127.0.0.1")
+            // The control API reads and writes files only inside these folders.
+            .env("INPUT_DIR", dir.path())
+            .env("OUTPUT_DIR", dir.path())
             .env("DISCOVERY", "false")
             .env(
                 "STS_SERVICE_URL",
