@@ -13,6 +13,7 @@ pub mod mix;
 pub mod pcm;
 pub mod pipeline;
 pub mod policy;
+pub mod redact;
 pub mod spoken;
 pub mod sts;
 pub mod worker;

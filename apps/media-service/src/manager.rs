@@ -203,7 +203,7 @@ impl Manager {
         }
         let status: StatusCell = Arc::new(Mutex::new(WorkerStatus {
             state: "starting".into(),
-            input: input.clone(),
+            input: crate::redact::uri(&input),
             output: output.describe(),
             ..Default::default()
         }));
@@ -309,7 +309,7 @@ impl Manager {
                         st.restarts = restarts;
                         st.last_error = Some(e.to_string());
                     }
-                    warn!(stream = %name, error = %e, retry_in_ms = delay.as_millis() as u64, "worker failed; restarting");
+                    warn!(stream = %name, error = %crate::redact::text(&e.to_string()), retry_in_ms = delay.as_millis() as u64, "worker failed; restarting");
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         _ = tokio::time::sleep(delay) => {}

@@ -45,6 +45,7 @@ use crate::metrics::Metrics;
 use crate::mix::{MixConfig, MixMode};
 use crate::pcm::{self, INTERNAL_CHANNELS, INTERNAL_RATE, STS_CHANNELS, STS_RATE};
 use crate::pipeline::{self, GraphSpec, MediaPipeline, OutputTarget, PipelineError};
+use crate::redact;
 
 /// AAC (avenc_aac) priming: 1024 samples at 48 kHz put the audio content this late.
 pub const AAC_PRIMING_MS: f64 = 1024.0 * 1000.0 / INTERNAL_RATE as f64;
@@ -379,7 +380,7 @@ pub async fn run_worker(
     {
         let mut st = lock(&status);
         st.state = "starting".into();
-        st.input = cfg.input_uri.clone();
+        st.input = redact::uri(&cfg.input_uri);
         st.output = cfg.output.describe();
     }
     metrics
@@ -407,12 +408,12 @@ pub async fn run_worker(
             stream: name.clone(),
             source: PipelineError::State(format!(
                 "{e}: check that the input {} exists and the output {} is reachable",
-                cfg.input_uri,
+                redact::uri(&cfg.input_uri),
                 cfg.output.describe()
             )),
         })?;
     metrics.active_workers.inc();
-    info!(stream = %name, input = %cfg.input_uri, output = %cfg.output.describe(), delay_ms = cfg.delay_ms, fragment_ms = cfg.fragment_ms, "worker started");
+    info!(stream = %name, input = %redact::uri(&cfg.input_uri), output = %cfg.output.describe(), delay_ms = cfg.delay_ms, fragment_ms = cfg.fragment_ms, "worker started");
 
     let mut co = Coordinator {
         cfg: cfg.clone(),
@@ -485,7 +486,7 @@ pub async fn run_worker(
                 let now = epoch.elapsed().as_nanos() as u64;
                 if last == 0 {
                     if now > cfg.start_timeout_ms as u64 * 1_000_000 {
-                        break Err(WorkerError::NoInput { stream: name.clone(), uri: cfg.input_uri.clone(), timeout_ms: cfg.start_timeout_ms });
+                        break Err(WorkerError::NoInput { stream: name.clone(), uri: redact::uri(&cfg.input_uri), timeout_ms: cfg.start_timeout_ms });
                     }
                 } else {
                     if !started_state {
@@ -499,7 +500,7 @@ pub async fn run_worker(
                     {
                         // Seen with a media server that let a reader join before the
                         // publisher had set up its audio track: video only, for good.
-                        break Err(no_audio_error(&name, &cfg.input_uri, graph.tracks.snapshot()));
+                        break Err(no_audio_error(&name, &redact::uri(&cfg.input_uri), graph.tracks.snapshot()));
                     }
                     if !input_done && now.saturating_sub(last) > cfg.idle_timeout_ms as u64 * 1_000_000 {
                         info!(stream = %name, idle_ms = cfg.idle_timeout_ms, "input idle (publisher stopped?): flushing and ending the output");
@@ -579,13 +580,13 @@ pub async fn run_worker(
             Ok(WorkerEnd::Cancelled) => st.state = "stopped".into(),
             Err(e) => {
                 st.state = "failed".into();
-                st.last_error = Some(e.to_string());
+                st.last_error = Some(redact::text(&e.to_string()));
             }
         }
     }
     match &result {
         Ok(end) => info!(stream = %name, ?end, "worker ended"),
-        Err(e) => error!(stream = %name, error = %e, "worker failed"),
+        Err(e) => error!(stream = %name, error = %redact::text(&e.to_string()), "worker failed"),
     }
     result
 }
