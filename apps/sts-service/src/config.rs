@@ -16,6 +16,15 @@ pub const DEFAULT_ASR_MODEL: &str = "whisper-tiny.en";
 pub const KNOWN_ASR_MODELS: &[&str] = &["whisper-tiny.en", "whisper-base"];
 /// Default TTS_MODEL (the contract's Coqui model; espeak ignores `tts_models/...` names).
 pub const DEFAULT_TTS_MODEL: &str = "tts_models/en/ljspeech/tacotron2-DDC";
+/// Default MAX_SESSIONS: concurrent Socket.IO connections (the media-service uses one per
+/// stream; 2 cores sustain about 10 fragments per 6 s in total, far fewer streams).
+pub const DEFAULT_MAX_SESSIONS: u32 = 64;
+/// Default MAX_STREAMS_PER_SESSION: open streams one connection may own.
+pub const DEFAULT_MAX_STREAMS_PER_SESSION: u32 = 8;
+/// Default MAX_QUEUED_BYTES_PER_SESSION: decoded PCM of the fragments one connection has
+/// accepted and not yet answered (about 340 media-service fragments of 6 s at 16 kHz mono,
+/// 11 of the largest accepted fragment).
+pub const DEFAULT_MAX_QUEUED_BYTES_PER_SESSION: usize = 64 * 1024 * 1024;
 
 /// What the service does with fragments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -57,6 +66,19 @@ impl TtsProvider {
     pub fn is_http(self) -> bool {
         !matches!(self, Self::Espeak)
     }
+}
+
+/// Who may `monitor:subscribe` (read copies of a stream's transcripts and dubbed audio).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MonitorPolicy {
+    /// Every connection the handshake admitted (with STS_AUTH_TOKEN set: token holders only;
+    /// without: anyone who reaches the port).
+    Open,
+    /// Only when STS_AUTH_TOKEN is set (the subscriber proved the token at the handshake);
+    /// without a token every subscription is refused.
+    Token,
+    /// Nobody: `monitor:subscribe` is always refused.
+    Off,
 }
 
 /// CTranslate2 compute type for the ASR model.
@@ -186,6 +208,24 @@ pub struct Config {
     /// When set, clients must send `auth: {token}` in the Socket.IO handshake.
     #[arg(long, env = "STS_AUTH_TOKEN", hide_env_values = true)]
     pub sts_auth_token: Option<String>,
+    /// Concurrent Socket.IO connections; further ones are refused at the handshake (TOO_MANY_SESSIONS).
+    #[arg(long, env = "MAX_SESSIONS", default_value_t = DEFAULT_MAX_SESSIONS, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_sessions: u32,
+    /// Open streams one connection may own, and streams it may watch (monitor:subscribe); beyond it: TOO_MANY_STREAMS.
+    #[arg(long, env = "MAX_STREAMS_PER_SESSION", default_value_t = DEFAULT_MAX_STREAMS_PER_SESSION, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_streams_per_session: u32,
+    /// Decoded PCM bytes of the fragments one connection has accepted and not yet answered; beyond it fragments are refused (SESSION_QUEUE_FULL).
+    #[arg(long, env = "MAX_QUEUED_BYTES_PER_SESSION", default_value_t = DEFAULT_MAX_QUEUED_BYTES_PER_SESSION, value_parser = parse_queued_bytes)]
+    pub max_queued_bytes_per_session: usize,
+    /// Who may monitor:subscribe (copies of any stream's transcripts and dubbed audio): open = every connection the handshake admits, token = only when STS_AUTH_TOKEN is set, off = nobody.
+    #[arg(
+        long,
+        env = "MONITOR",
+        value_name = "MONITOR",
+        value_enum,
+        default_value = "open"
+    )]
+    pub monitor: MonitorPolicy,
     /// Print the environment contract as JSON and exit.
     #[arg(long)]
     pub print_env_contract: bool,
@@ -212,6 +252,15 @@ fn parse_timeout(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 && v <= 3600.0 => Ok(v),
         _ => Err("accepted: seconds, a number > 0 and <= 3600 (e.g. 30 or 0.5)".into()),
+    }
+}
+
+fn parse_queued_bytes(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(v) if (1024..=(1usize << 32)).contains(&v) => Ok(v),
+        _ => {
+            Err("accepted: bytes from 1024 to 4294967296 (and at least MAX_FRAGMENT_BYTES)".into())
+        }
     }
 }
 
@@ -247,6 +296,16 @@ impl Config {
                 reason: format!(
                     "must be >= TTS_RATE_WPM ({}); accepted: {}..=450",
                     self.tts_rate_wpm, self.tts_rate_wpm
+                ),
+            });
+        }
+        if self.max_queued_bytes_per_session < self.max_fragment_bytes {
+            return Err(ConfigError::Invalid {
+                var: "MAX_QUEUED_BYTES_PER_SESSION",
+                value: self.max_queued_bytes_per_session.to_string(),
+                reason: format!(
+                    "must be >= MAX_FRAGMENT_BYTES ({}), or the largest accepted fragment could never be queued; accepted: {}..=4294967296",
+                    self.max_fragment_bytes, self.max_fragment_bytes
                 ),
             });
         }
@@ -421,6 +480,52 @@ mod tests {
         assert_eq!(c.time_stretch_max, 1.5);
         assert_eq!(c.device, Device::Cpu);
         assert_eq!(c.tts_model, DEFAULT_TTS_MODEL);
+        assert_eq!(c.max_sessions, 64);
+        assert_eq!(c.max_streams_per_session, 8);
+        assert_eq!(c.max_queued_bytes_per_session, 64 * 1024 * 1024);
+        assert_eq!(c.monitor, MonitorPolicy::Open);
+    }
+
+    #[test]
+    fn admission_limits_reject_bad_values() {
+        let e = one_line(&parse(&["--max-sessions", "0"]).unwrap_err().to_string());
+        assert!(
+            e.contains("MAX_SESSIONS") && e.contains("1..=100000"),
+            "{e}"
+        );
+        let e = one_line(
+            &parse(&["--max-streams-per-session", "0"])
+                .unwrap_err()
+                .to_string(),
+        );
+        assert!(e.contains("MAX_STREAMS_PER_SESSION"), "{e}");
+        let e = parse(&["--max-queued-bytes-per-session", "lots"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("MAX_QUEUED_BYTES_PER_SESSION") && e.contains("1024"),
+            "{e}"
+        );
+        let e = parse(&["--monitor", "maybe"]).unwrap_err().to_string();
+        assert!(
+            e.contains("open") && e.contains("token") && e.contains("off"),
+            "{e}"
+        );
+        // A queue bound below one fragment could never accept the largest fragment.
+        let c = parse(&[
+            "--mode",
+            "echo",
+            "--max-fragment-bytes",
+            "200000",
+            "--max-queued-bytes-per-session",
+            "100000",
+        ])
+        .unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with("MAX_QUEUED_BYTES_PER_SESSION=\"100000\"") && e.contains("200000"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -503,9 +608,15 @@ mod tests {
             "MAX_INFLIGHT",
             "PROCESSING_TIMEOUT",
             "STS_AUTH_TOKEN",
+            "MAX_SESSIONS",
+            "MAX_STREAMS_PER_SESSION",
+            "MAX_QUEUED_BYTES_PER_SESSION",
+            "MONITOR",
         ] {
             assert!(get(n).is_some(), "{n} missing from the contract");
         }
+        assert_eq!(get("MAX_SESSIONS").unwrap().default.as_deref(), Some("64"));
+        assert_eq!(get("MONITOR").unwrap().default.as_deref(), Some("open"));
         assert_eq!(get("STS_PORT").unwrap().default.as_deref(), Some("3000"));
         assert_eq!(get("MAX_INFLIGHT").unwrap().default.as_deref(), Some("3"));
         assert_eq!(get("STS_AUTH_TOKEN").unwrap().default, None);

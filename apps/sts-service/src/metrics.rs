@@ -28,6 +28,10 @@ pub struct Metrics {
     pub inflight: IntGauge,
     /// `sts_ready`: 1 once models are loaded.
     pub ready: IntGauge,
+    /// `sts_admission_refused_total{limit=MAX_SESSIONS|MAX_STREAMS_PER_SESSION|MAX_QUEUED_BYTES_PER_SESSION}`.
+    pub admission_refused: IntCounterVec,
+    /// `sts_queued_bytes`: decoded PCM of accepted, unanswered fragments (all connections).
+    pub queued_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -87,6 +91,19 @@ impl Metrics {
         )
         .expect("valid metric");
         let ready = IntGauge::new("sts_ready", "1 when models are loaded").expect("valid metric");
+        let admission_refused = IntCounterVec::new(
+            Opts::new(
+                "sts_admission_refused_total",
+                "Connections, streams and fragments refused by an admission limit, by limit",
+            ),
+            &["limit"],
+        )
+        .expect("valid metric");
+        let queued_bytes = IntGauge::new(
+            "sts_queued_bytes",
+            "Decoded PCM bytes of accepted fragments not yet answered (all connections)",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(stage.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(fragment.clone()),
@@ -98,6 +115,8 @@ impl Metrics {
             Box::new(clients.clone()),
             Box::new(inflight.clone()),
             Box::new(ready.clone()),
+            Box::new(admission_refused.clone()),
+            Box::new(queued_bytes.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -107,6 +126,9 @@ impl Metrics {
         }
         for s in ["success", "partial", "failed", "timeout", "no_speech"] {
             fragments.with_label_values(&[s]);
+        }
+        for l in crate::admission::Limit::ALL {
+            admission_refused.with_label_values(&[l.as_str()]);
         }
         Self {
             registry,
@@ -120,6 +142,8 @@ impl Metrics {
             clients,
             inflight,
             ready,
+            admission_refused,
+            queued_bytes,
         }
     }
 

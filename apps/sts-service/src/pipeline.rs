@@ -10,6 +10,7 @@ use crate::engines::translate::{Apertium, Translator, APERTIUM_MODES_DIR};
 use crate::engines::tts::Tts;
 use crate::fit;
 use crate::metrics::Metrics;
+use crate::redact::Redactor;
 use livedub_audio::SpeechGate;
 use std::time::{Duration, Instant};
 use sts_protocol::{
@@ -128,6 +129,7 @@ pub struct Pipeline {
     tts_model: String,
     gate: SpeechGate,
     metrics: Metrics,
+    redactor: Redactor,
 }
 
 impl Pipeline {
@@ -151,6 +153,7 @@ impl Pipeline {
             tts_model: cfg.tts_model.clone(),
             gate: SpeechGate::default(),
             metrics,
+            redactor: Redactor::from_config(cfg),
         }
     }
 
@@ -214,7 +217,10 @@ impl Pipeline {
         }
         match self.run_full(&job, &mut ev).await {
             Ok(()) => {}
-            Err(body) => {
+            Err(mut body) => {
+                // Provider errors may quote what a provider answered (which may echo a key
+                // or a URL); nothing configured as a secret leaves in an event or a log.
+                body.message = self.redactor.clean(&body.message);
                 ev.status = FragmentStatus::Failed;
                 ev.dubbed_audio = None;
                 ev.error = Some(body);

@@ -1,7 +1,11 @@
 //! HTTP (`/health`, `/metrics`) and the Socket.IO protocol handlers, sessions,
 //! backpressure, timeouts and graceful shutdown.
 
-use crate::config::{Config, Mode};
+use crate::admission::{
+    secret_eq, Claim, Limit, OpenRefused, OwnedStream, Owner, QueuedBytes, ResumeToken, Session,
+    Sessions, StreamTable, TakeOver,
+};
+use crate::config::{Config, Mode, MonitorPolicy};
 use crate::metrics::Metrics;
 use crate::pipeline::{Engines, Job, Pipeline};
 use axum::extract::State;
@@ -13,15 +17,15 @@ use serde_json::{json, Value};
 use socketioxide::extract::{AckSender, Data, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::SocketIo;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use sts_protocol::{
-    events, parse_payload, Backpressure, BackpressureAction, ControlAck, ErrorBody, ErrorCode,
-    ErrorEvent, FragmentAck, FragmentData, FragmentProcessed, FragmentStatus, StreamComplete,
-    StreamControl, StreamInit, StreamInitAck, Totals, PROTOCOL_VERSION,
+    events, parse_payload, resume_token_of, Backpressure, BackpressureAction, ControlAck,
+    ErrorBody, ErrorCode, ErrorEvent, FragmentAck, FragmentData, FragmentProcessed, FragmentStatus,
+    ProtocolError, StreamComplete, StreamControl, StreamInit, StreamInitAck, Totals,
+    PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -32,6 +36,17 @@ use tokio_util::task::TaskTracker;
 fn engine_max_payload(max_fragment_bytes: usize) -> u64 {
     (max_fragment_bytes as u64 * 8 / 3) + 64 * 1024
 }
+
+/// Packets the server buffers for one connection before emits to it fail. It bounds what a
+/// client that stops reading can make the server hold (each answer is up to 4/3 of
+/// MAX_FRAGMENT_BYTES as base64); a reading client never has more than its in-flight
+/// answers, acks and flow-control events queued.
+const OUTGOING_BUFFER_PACKETS: usize = 128;
+
+/// Payloads (base64 audio, or a pre-serialised JSON string) longer than this are decoded
+/// or parsed on the blocking pool, not on the async threads (a 6 s fragment of 16 kHz mono
+/// is 256 KB of base64; decoding the largest accepted fragment takes milliseconds).
+const DECODE_INLINE_MAX: usize = 64 * 1024;
 
 struct StreamState {
     pending: u32,
@@ -46,9 +61,21 @@ struct StreamEntry {
     init: StreamInit,
     session_id: String,
     owner: SocketRef,
+    /// The owner's secret for taking the stream back from a new connection.
+    resume_token: ResumeToken,
     /// Hands out processing slots in arrival order (see [`slot_dispatcher`]).
     slots: mpsc::UnboundedSender<oneshot::Sender<OwnedSemaphorePermit>>,
     state: Mutex<StreamState>,
+}
+
+impl OwnedStream for StreamEntry {
+    fn owner(&self) -> Owner<'_> {
+        Owner {
+            conn: self.owner.id,
+            alive: self.owner.connected(),
+            token: &self.resume_token,
+        }
+    }
 }
 
 /// Shared state of a running server.
@@ -57,7 +84,8 @@ pub struct AppState {
     metrics: Metrics,
     pipeline: OnceLock<Arc<Pipeline>>,
     health: OnceLock<Value>,
-    streams: Mutex<HashMap<String, Arc<StreamEntry>>>,
+    streams: Mutex<StreamTable<StreamEntry>>,
+    sessions: Sessions,
     io: OnceLock<SocketIo>,
     shutting_down: AtomicBool,
     tracker: TaskTracker,
@@ -175,7 +203,12 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningServer> {
         metrics: metrics.clone(),
         pipeline: OnceLock::new(),
         health: OnceLock::new(),
-        streams: Mutex::new(HashMap::new()),
+        streams: Mutex::new(StreamTable::default()),
+        sessions: Sessions::new(
+            cfg.max_sessions as usize,
+            cfg.max_queued_bytes_per_session,
+            metrics.queued_bytes.clone(),
+        ),
         io: OnceLock::new(),
         shutting_down: AtomicBool::new(false),
         tracker: TaskTracker::new(),
@@ -185,7 +218,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningServer> {
         .max_payload(engine_max_payload(cfg.max_fragment_bytes))
         // Large uploads over polling/slow links: be generous before declaring a peer dead.
         .ping_timeout(Duration::from_secs(60))
-        .max_buffer_size(1024)
+        .max_buffer_size(OUTGOING_BUFFER_PACKETS)
         .build_layer();
     let _ = state.io.set(io.clone());
     {
@@ -203,8 +236,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningServer> {
                 let st = st.clone();
                 async move {
                     authorize(&st, &s, auth.ok())?;
-                    register_handlers(s, st);
-                    Ok::<(), AuthError>(())
+                    let session = admit(&st, &s)?;
+                    register_handlers(s, st, session);
+                    Ok::<(), ConnectRefused>(())
                 }
             }),
         );
@@ -223,7 +257,13 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningServer> {
         )
     })?;
     let local = listener.local_addr()?;
-    tracing::info!(addr = %local, mode = ?cfg.mode, "sts-service listening; loading models");
+    tracing::info!(addr = %local, mode = ?cfg.mode, max_sessions = cfg.max_sessions,
+        max_streams_per_session = cfg.max_streams_per_session,
+        max_queued_bytes_per_session = cfg.max_queued_bytes_per_session,
+        monitor = ?cfg.monitor, "sts-service listening; loading models");
+    if let Some(warning) = open_access_warning(&cfg) {
+        tracing::warn!("{warning}");
+    }
 
     let shutdown = CancellationToken::new();
     let load_failed = CancellationToken::new();
@@ -366,16 +406,16 @@ async fn metrics_handler(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     )
 }
 
-#[derive(Debug)]
-struct AuthError(String);
-impl std::fmt::Display for AuthError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+/// Why a connection was refused at the handshake: the message of the client's
+/// `connect_error` (`{"message": "<CODE>: ..."}`).
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {message}")]
+struct ConnectRefused {
+    code: ErrorCode,
+    message: String,
 }
-impl std::error::Error for AuthError {}
 
-fn authorize(st: &AppState, s: &SocketRef, auth: Option<Value>) -> Result<(), AuthError> {
+fn authorize(st: &AppState, s: &SocketRef, auth: Option<Value>) -> Result<(), ConnectRefused> {
     let Some(expected) = st.cfg.sts_auth_token.as_deref().filter(|t| !t.is_empty()) else {
         return Ok(());
     };
@@ -383,7 +423,7 @@ fn authorize(st: &AppState, s: &SocketRef, auth: Option<Value>) -> Result<(), Au
         .as_ref()
         .and_then(|a| a.get("token"))
         .and_then(Value::as_str);
-    if token == Some(expected) {
+    if token.is_some_and(|t| secret_eq(t, expected)) {
         Ok(())
     } else {
         st.metrics
@@ -391,11 +431,54 @@ fn authorize(st: &AppState, s: &SocketRef, auth: Option<Value>) -> Result<(), Au
             .with_label_values(&[ErrorCode::Unauthorized.as_str()])
             .inc();
         tracing::warn!(sid = %s.id, "connection refused: missing or wrong auth token");
-        Err(AuthError(format!(
-            "{}: handshake auth must be {{\"token\": \"...\"}} matching STS_AUTH_TOKEN",
-            ErrorCode::Unauthorized
-        )))
+        Err(ConnectRefused {
+            code: ErrorCode::Unauthorized,
+            message: "handshake auth must be {\"token\": \"...\"} matching STS_AUTH_TOKEN".into(),
+        })
     }
+}
+
+/// MAX_SESSIONS: admits the connection or refuses it at the handshake.
+fn admit(st: &AppState, s: &SocketRef) -> Result<Arc<Session>, ConnectRefused> {
+    let io = st.io.get();
+    match st.sessions.admit(s.id, |sid| {
+        io.is_some_and(|io| io.get_socket(sid).is_some())
+    }) {
+        Ok(session) => Ok(session),
+        Err(e) => {
+            st.metrics
+                .admission_refused
+                .with_label_values(&[Limit::Sessions.as_str()])
+                .inc();
+            st.metrics
+                .errors
+                .with_label_values(&[ErrorCode::TooManySessions.as_str()])
+                .inc();
+            tracing::warn!(sid = %s.id, limit = e.limit, "connection refused: MAX_SESSIONS reached");
+            Err(ConnectRefused {
+                code: ErrorCode::TooManySessions,
+                message: e.to_string(),
+            })
+        }
+    }
+}
+
+/// The start-up warning for a service anyone on the network can use, if that is the case.
+fn open_access_warning(cfg: &Config) -> Option<String> {
+    let has_token = cfg.sts_auth_token.as_deref().is_some_and(|t| !t.is_empty());
+    if has_token || cfg.host.is_loopback() {
+        return None;
+    }
+    let monitor = match cfg.monitor {
+        MonitorPolicy::Open => {
+            " and read every stream's transcripts and dubbed audio (monitor:subscribe)"
+        }
+        MonitorPolicy::Token | MonitorPolicy::Off => "",
+    };
+    Some(format!(
+        "STS_AUTH_TOKEN is not set and HOST={} is not a loopback address: anyone who reaches port {} can open streams and use the models{monitor}; set STS_AUTH_TOKEN (and the same value in the media-service), or bind HOST=127.0.0.1 on a trusted network",
+        cfg.host, cfg.port
+    ))
 }
 
 /// Per-stream slot dispatcher: fragments start in the order they were accepted, at most
@@ -419,8 +502,9 @@ fn slot_dispatcher(
     tx
 }
 
-/// Installs every event handler of an authorized socket (before its CONNECT is sent).
-fn register_handlers(s: SocketRef, st: Arc<AppState>) {
+/// Installs every event handler of an authorized, admitted socket (before its CONNECT is
+/// sent).
+fn register_handlers(s: SocketRef, st: Arc<AppState>, session: Arc<Session>) {
     st.metrics.clients.inc();
     {
         let st = st.clone();
@@ -438,7 +522,8 @@ fn register_handlers(s: SocketRef, st: Arc<AppState>) {
             events::FRAGMENT_DATA,
             move |s: SocketRef, Data(v): Data<Value>, ack: AckSender| {
                 let st = st.clone();
-                async move { on_fragment(&st, s, v, ack) }
+                let session = session.clone();
+                async move { on_fragment(st, session, s, v, ack).await }
             },
         );
     }
@@ -458,23 +543,13 @@ fn register_handlers(s: SocketRef, st: Arc<AppState>) {
     }
     {
         let st = st.clone();
-        s.on(events::MONITOR_SUBSCRIBE, move |s: SocketRef, Data(v): Data<Value>, ack: AckSender| {
-            let st = st.clone();
-            async move {
-                match parse_payload::<StreamControl>(v).and_then(|c| c.validate().map(|_| c)) {
-                    Ok(c) => {
-                        s.join(room(&c.stream_id));
-                        tracing::info!(sid = %s.id, stream = %c.stream_id, "monitor subscribed");
-                        let _ = ack.send(&ControlAck::Ok);
-                    }
-                    Err(e) => {
-                        let body = e.to_body();
-                        st.emit_error(&s, &body, None, None);
-                        let _ = ack.send(&ControlAck::Rejected { error: body });
-                    }
-                }
-            }
-        });
+        s.on(
+            events::MONITOR_SUBSCRIBE,
+            move |s: SocketRef, Data(v): Data<Value>, ack: AckSender| {
+                let st = st.clone();
+                async move { on_monitor_subscribe(&st, s, v, ack) }
+            },
+        );
     }
     {
         let st = st.clone();
@@ -490,30 +565,49 @@ fn register_handlers(s: SocketRef, st: Arc<AppState>) {
         let st = st.clone();
         async move {
             st.metrics.clients.dec();
-            let mut streams = lock(&st.streams);
-            let owned: Vec<String> = streams
-                .iter()
-                .filter(|(_, e)| e.owner.id == s.id)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for id in owned {
-                if let Some(e) = streams.remove(&id) {
-                    lock(&e.state).closed = true;
-                    st.metrics.sessions.dec();
-                    tracing::info!(stream = %id, "stream closed: its connection dropped (in-flight results discarded)");
-                }
+            st.sessions.release(s.id);
+            // Its streams are closed and their ids free: a reconnecting client opens them
+            // again from its new connection.
+            let gone = lock(&st.streams).remove_owned_by(s.id);
+            for (id, e) in gone {
+                lock(&e.state).closed = true;
+                st.metrics.sessions.dec();
+                tracing::info!(stream = %id, "stream closed: its connection dropped (in-flight results discarded)");
             }
             tracing::info!(sid = %s.id, "client disconnected");
         }
     });
 }
 
+/// A string field of a payload, for error reports before the payload is parsed. Large
+/// pre-serialised payloads are not parsed here (that happens once, off the async threads).
 fn field(v: &Value, name: &str) -> Option<String> {
-    let obj = match v {
-        Value::String(s) => serde_json::from_str::<Value>(s).ok()?,
-        o => o.clone(),
-    };
-    obj.get(name)?.as_str().map(str::to_string)
+    match v {
+        Value::String(s) if s.len() <= DECODE_INLINE_MAX => serde_json::from_str::<Value>(s)
+            .ok()?
+            .get(name)?
+            .as_str()
+            .map(str::to_string),
+        Value::String(_) => None,
+        o => o.get(name)?.as_str().map(str::to_string),
+    }
+}
+
+/// Longest pre-serialised (string) payload accepted for `stream:init`, the stream controls
+/// and `monitor:subscribe` (they are a few hundred bytes; only fragments carry audio).
+const CONTROL_PAYLOAD_MAX: usize = DECODE_INLINE_MAX;
+
+/// Refuses a control payload too large to be parsed on an async thread.
+fn check_small(v: &Value) -> Result<(), ProtocolError> {
+    match v {
+        Value::String(s) if s.len() > CONTROL_PAYLOAD_MAX => Err(ProtocolError::MalformedJson(
+            format!(
+                "payload string of {} bytes; this event's payload is at most {CONTROL_PAYLOAD_MAX} bytes",
+                s.len()
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn on_stream_init(st: &Arc<AppState>, s: SocketRef, v: Value, ack: AckSender) {
@@ -529,6 +623,10 @@ fn on_stream_init(st: &Arc<AppState>, s: SocketRef, v: Value, ack: AckSender) {
             ErrorBody::new(ErrorCode::ShuttingDown, "the service is shutting down"),
         );
     }
+    if let Err(e) = check_small(&v) {
+        return reject(ack, e.to_body());
+    }
+    let presented = resume_token_of(&v);
     let init: StreamInit =
         match parse_payload::<StreamInit>(v).and_then(|i| i.validate().map(|_| i)) {
             Ok(i) => i,
@@ -547,67 +645,187 @@ fn on_stream_init(st: &Arc<AppState>, s: SocketRef, v: Value, ack: AckSender) {
         return reject(ack, body);
     }
     let session_id = uuid::Uuid::new_v4().to_string();
-    let entry = Arc::new(StreamEntry {
-        init: init.clone(),
-        session_id: session_id.clone(),
-        owner: s.clone(),
-        slots: slot_dispatcher(st.cfg.max_inflight as usize),
-        state: Mutex::new(StreamState {
-            pending: 0,
-            client_paused: false,
-            ended: false,
-            bp_paused: false,
-            closed: false,
-            totals: Totals::default(),
-        }),
-    });
-    let old = lock(&st.streams).insert(init.stream_id.clone(), entry);
-    match old {
-        Some(o) => {
-            lock(&o.state).closed = true;
-            if o.owner.id != s.id {
-                tracing::warn!(stream = %init.stream_id, old = %o.owner.id, new = %s.id, "stream taken over by a new connection (reconnect)");
+    let resume_token = ResumeToken::generate();
+    let opened = lock(&st.streams).open(
+        &init.stream_id,
+        s.id,
+        presented.as_deref(),
+        st.cfg.max_streams_per_session as usize,
+        || {
+            Arc::new(StreamEntry {
+                init: init.clone(),
+                session_id: session_id.clone(),
+                owner: s.clone(),
+                resume_token: resume_token.clone(),
+                slots: slot_dispatcher(st.cfg.max_inflight as usize),
+                state: Mutex::new(StreamState {
+                    pending: 0,
+                    client_paused: false,
+                    ended: false,
+                    bp_paused: false,
+                    closed: false,
+                    totals: Totals::default(),
+                }),
+            })
+        },
+    );
+    let opened = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            let code = match e {
+                OpenRefused::OwnedByAnother { .. } => ErrorCode::StreamAlreadyExists,
+                OpenRefused::TooManyStreams { .. } => {
+                    st.metrics
+                        .admission_refused
+                        .with_label_values(&[Limit::StreamsPerSession.as_str()])
+                        .inc();
+                    ErrorCode::TooManyStreams
+                }
+            };
+            return reject(ack, ErrorBody::new(code, e.to_string()));
+        }
+    };
+    match (opened.claim, opened.replaced) {
+        (claim, Some(old)) => {
+            lock(&old.state).closed = true;
+            if let Claim::TakeOver(how) = claim {
+                let how = match how {
+                    TakeOver::OwnerGone => "its old connection is closed",
+                    TakeOver::ResumeToken => "the new connection presented the resume token",
+                };
+                tracing::warn!(stream = %init.stream_id, old = %old.owner.id, new = %s.id, how, "stream taken over by a new connection (reconnect)");
+                if old.owner.connected() {
+                    let body = ErrorBody::new(
+                        ErrorCode::NotStreamOwner,
+                        format!(
+                            "stream {:?} was taken over by another connection ({how}); results of its earlier fragments are discarded",
+                            init.stream_id
+                        ),
+                    );
+                    st.emit_error(&old.owner, &body, Some(init.stream_id.clone()), None);
+                }
             }
         }
-        None => st.metrics.sessions.inc(),
+        (_, None) => st.metrics.sessions.inc(),
     }
     tracing::info!(stream = %init.stream_id, session = %session_id, rate = init.audio.sample_rate_hz, channels = init.audio.channels, src = %init.source_language, tgt = %init.target_language, "stream opened");
     let _ = ack.send(&StreamInitAck::Ready {
         session_id,
+        resume_token: Some(resume_token.expose().to_string()),
         max_inflight: st.cfg.max_inflight,
         max_fragment_bytes: st.cfg.max_fragment_bytes,
         protocol_version: PROTOCOL_VERSION.into(),
     });
 }
 
-fn on_fragment(st: &Arc<AppState>, s: SocketRef, v: Value, ack: AckSender) {
-    let stream_hint = field(&v, "stream_id");
-    let frag_hint = field(&v, "fragment_id");
-    let reject = |ack: AckSender, body: ErrorBody| {
-        st.metrics
+/// Why a stream does not take fragments now (None: it does).
+fn not_accepting(state: &StreamState) -> Option<ErrorBody> {
+    if state.ended || state.closed {
+        Some(ErrorBody::new(
+            ErrorCode::StreamNotAccepting,
+            "stream:end was sent; no more fragments are accepted",
+        ))
+    } else if state.client_paused {
+        Some(ErrorBody::new(
+            ErrorCode::StreamNotAccepting,
+            "stream is paused (stream:pause); send stream:resume first",
+        ))
+    } else {
+        None
+    }
+}
+
+/// Answers a refused `fragment:data` (ack, `error` event, log, metric), naming the ids
+/// known so far.
+struct FragmentRejecter<'a> {
+    st: &'a AppState,
+    s: &'a SocketRef,
+    stream: Option<String>,
+    fragment: Option<String>,
+}
+
+impl FragmentRejecter<'_> {
+    fn reject(&self, ack: AckSender, body: ErrorBody) {
+        self.st
+            .metrics
             .rejected
             .with_label_values(&[body.code.as_str()])
             .inc();
-        tracing::warn!(sid = %s.id, stream = ?stream_hint, fragment = ?frag_hint, code = %body.code, msg = %body.message, "fragment rejected");
-        st.emit_error(&s, &body, stream_hint.clone(), frag_hint.clone());
+        tracing::warn!(sid = %self.s.id, stream = ?self.stream, fragment = ?self.fragment, code = %body.code, msg = %body.message, "fragment rejected");
+        self.st
+            .emit_error(self.s, &body, self.stream.clone(), self.fragment.clone());
         let _ = ack.send(&FragmentAck::Rejected { error: body });
+    }
+}
+
+/// Parses a `fragment:data` payload; a large pre-serialised (string) payload is parsed on
+/// the blocking pool.
+async fn parse_fragment(v: Value) -> Result<FragmentData, ProtocolError> {
+    match v {
+        Value::String(s) if s.len() > DECODE_INLINE_MAX => {
+            tokio::task::spawn_blocking(move || parse_payload(Value::String(s)))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(ProtocolError::MalformedJson(format!(
+                        "parsing stopped: {e}"
+                    )))
+                })
+        }
+        v => parse_payload(v),
+    }
+}
+
+/// Validates and decodes the fragment's audio on the blocking pool; returns the fragment
+/// without its base64 text, and the samples.
+async fn decode_fragment(
+    mut frag: FragmentData,
+    format: sts_protocol::AudioFormat,
+    max_bytes: usize,
+) -> Result<(FragmentData, Vec<i16>), ProtocolError> {
+    let run = move || {
+        let samples = frag.validate_and_decode(&format, max_bytes);
+        frag.audio.data = String::new();
+        samples.map(|s| (frag, s))
+    };
+    tokio::task::spawn_blocking(run).await.unwrap_or_else(|e| {
+        Err(ProtocolError::InvalidBase64(format!(
+            "decoding stopped: {e}"
+        )))
+    })
+}
+
+async fn on_fragment(
+    st: Arc<AppState>,
+    session: Arc<Session>,
+    s: SocketRef,
+    v: Value,
+    ack: AckSender,
+) {
+    let mut to = FragmentRejecter {
+        st: &st,
+        s: &s,
+        stream: field(&v, "stream_id"),
+        fragment: field(&v, "fragment_id"),
     };
     if st.shutting_down.load(Ordering::SeqCst) {
-        return reject(
+        return to.reject(
             ack,
             ErrorBody::new(ErrorCode::ShuttingDown, "the service is shutting down"),
         );
     }
-    let frag: FragmentData = match parse_payload(v) {
+    let frag: FragmentData = match parse_fragment(v).await {
         Ok(f) => f,
-        Err(e) => return reject(ack, e.to_body()),
+        Err(e) => return to.reject(ack, e.to_body()),
     };
+    to.stream = Some(frag.stream_id.clone());
+    to.fragment = Some(frag.fragment_id.clone());
+    let reject = |ack: AckSender, body: ErrorBody| to.reject(ack, body);
     let entry = {
         let streams = lock(&st.streams);
         match streams.get(&frag.stream_id) {
-            Some(e) => e.clone(),
+            Some(e) => e,
             None => {
-                let owns_any = streams.values().any(|e| e.owner.id == s.id);
+                let owns_any = streams.owned_by(s.id) > 0;
                 drop(streams);
                 return reject(
                     ack,
@@ -641,39 +859,55 @@ fn on_fragment(st: &Arc<AppState>, s: SocketRef, v: Value, ack: AckSender) {
             ),
         );
     }
-    let samples = match frag.validate_and_decode(&entry.init.audio, st.cfg.max_fragment_bytes) {
+    // Cheap checks first; then the bytes are reserved before any decoding, so a client
+    // cannot make the server hold more than MAX_QUEUED_BYTES_PER_SESSION of its audio.
+    let max_bytes = st.cfg.max_fragment_bytes;
+    let bound = match frag.check_header(&entry.init.audio, max_bytes) {
+        Ok(b) => b,
+        Err(e) => return reject(ack, e.to_body()),
+    };
+    if let Some(body) = not_accepting(&lock(&entry.state)) {
+        return reject(ack, body);
+    }
+    let mut queued: QueuedBytes = match session.reserve(bound) {
+        Ok(q) => q,
+        Err(e) => {
+            st.metrics
+                .admission_refused
+                .with_label_values(&[Limit::QueuedBytesPerSession.as_str()])
+                .inc();
+            return reject(
+                ack,
+                ErrorBody::new(ErrorCode::SessionQueueFull, e.to_string()),
+            );
+        }
+    };
+    let decoded = if frag.audio.data.len() > DECODE_INLINE_MAX {
+        decode_fragment(frag, entry.init.audio.clone(), max_bytes).await
+    } else {
+        frag.validate_and_decode(&entry.init.audio, max_bytes)
+            .map(|samples| (frag, samples))
+    };
+    let (frag, samples) = match decoded {
         Ok(x) => x,
         Err(e) => return reject(ack, e.to_body()),
     };
+    queued.shrink_to(samples.len() * 2);
     let Some(pipeline) = st.pipeline() else {
         return reject(
             ack,
             ErrorBody::new(ErrorCode::ServiceNotReady, "models are still loading"),
         );
     };
+
     let max = st.cfg.max_inflight;
     let mut bp: Option<(u32, BackpressureAction)> = None;
     {
         let mut state = lock(&entry.state);
-        if state.ended || state.closed {
+        // Checked again: the stream may have ended, paused or closed during the decode.
+        if let Some(body) = not_accepting(&state) {
             drop(state);
-            return reject(
-                ack,
-                ErrorBody::new(
-                    ErrorCode::StreamNotAccepting,
-                    "stream:end was sent; no more fragments are accepted",
-                ),
-            );
-        }
-        if state.client_paused {
-            drop(state);
-            return reject(
-                ack,
-                ErrorBody::new(
-                    ErrorCode::StreamNotAccepting,
-                    "stream is paused (stream:pause); send stream:resume first",
-                ),
-            );
+            return reject(ack, body);
         }
         if state.pending >= 2 * max {
             let first = !state.bp_paused;
@@ -711,7 +945,7 @@ fn on_fragment(st: &Arc<AppState>, s: SocketRef, v: Value, ack: AckSender) {
         voice: entry.init.voice.clone(),
     };
     let st2 = st.clone();
-    // Ask for a processing slot here, in the handler, so slots go out in arrival order.
+    // Ask for a processing slot here, in the handler, so slots go out in acceptance order.
     let (slot_tx, slot_rx) = oneshot::channel();
     let _ = entry.slots.send(slot_tx);
     st.tracker.spawn(run_fragment(
@@ -719,9 +953,22 @@ fn on_fragment(st: &Arc<AppState>, s: SocketRef, v: Value, ack: AckSender) {
         entry,
         pipeline,
         job,
-        slot_rx,
-        Instant::now(),
+        Accepted {
+            slot: slot_rx,
+            at: Instant::now(),
+            queued,
+        },
     ));
+}
+
+/// What an accepted fragment holds until it is answered.
+struct Accepted {
+    /// Its processing slot, once granted.
+    slot: oneshot::Receiver<OwnedSemaphorePermit>,
+    /// When it was accepted (PROCESSING_TIMEOUT and processing_time_ms run from here).
+    at: Instant,
+    /// Its bytes, counted against its connection's MAX_QUEUED_BYTES_PER_SESSION.
+    queued: QueuedBytes,
 }
 
 async fn run_fragment(
@@ -729,9 +976,15 @@ async fn run_fragment(
     entry: Arc<StreamEntry>,
     pipeline: Arc<Pipeline>,
     job: Job,
-    slot_rx: oneshot::Receiver<OwnedSemaphorePermit>,
-    accepted: Instant,
+    accepted: Accepted,
 ) {
+    // `_queued` is released when this function returns: after the answer was handed to
+    // the connection, or the fragment was discarded.
+    let Accepted {
+        slot: slot_rx,
+        at: accepted,
+        queued: _queued,
+    } = accepted;
     // The whole wait for a slot counts against the timeout.
     let timeout = Duration::from_secs_f64(st.cfg.processing_timeout);
     let ids = (
@@ -739,11 +992,28 @@ async fn run_fragment(
         job.stream_id.clone(),
         job.sequence_number,
     );
+    let entry2 = entry.clone();
     let res = tokio::time::timeout(timeout, async move {
         let _permit = slot_rx.await;
-        pipeline.process(job).await
+        // A stream whose connection dropped (or that was taken over) discards its results:
+        // do not spend an engine on them, and free the audio now.
+        if lock(&entry2.state).closed {
+            return None;
+        }
+        Some(pipeline.process(job).await)
     })
     .await;
+    let res = match res {
+        Ok(None) => {
+            st.metrics.inflight.dec();
+            let mut s = lock(&entry.state);
+            s.pending = s.pending.saturating_sub(1);
+            tracing::debug!(stream = %ids.1, seq = ids.2, "fragment skipped: its stream closed before processing began");
+            return;
+        }
+        Ok(Some(ev)) => Ok(ev),
+        Err(e) => Err(e),
+    };
     let ev = match res {
         Ok(mut ev) => {
             // The protocol's processing_time_ms runs from acceptance (queue wait included).
@@ -824,15 +1094,8 @@ async fn run_fragment(
 
 async fn finish_stream(st: &AppState, entry: &StreamEntry, totals: Totals) {
     let id = entry.init.stream_id.clone();
-    {
-        let mut streams = lock(&st.streams);
-        if streams
-            .get(&id)
-            .is_some_and(|e| e.session_id == entry.session_id)
-        {
-            streams.remove(&id);
-            st.metrics.sessions.dec();
-        }
+    if lock(&st.streams).remove_if(&id, |e| e.session_id == entry.session_id) {
+        st.metrics.sessions.dec();
     }
     tracing::info!(stream = %id, success = totals.success, partial = totals.partial, failed = totals.failed, timeout = totals.timeout, "stream complete");
     st.emit_to_stream(
@@ -852,12 +1115,14 @@ fn on_control(st: &Arc<AppState>, s: SocketRef, ev: &'static str, v: Value, ack:
         st.emit_error(&s, &body, hint.clone(), None);
         let _ = ack.send(&ControlAck::Rejected { error: body });
     };
-    let c: StreamControl =
-        match parse_payload::<StreamControl>(v).and_then(|c| c.validate().map(|_| c)) {
-            Ok(c) => c,
-            Err(e) => return reject(ack, e.to_body()),
-        };
-    let Some(entry) = lock(&st.streams).get(&c.stream_id).cloned() else {
+    let c: StreamControl = match check_small(&v)
+        .and_then(|_| parse_payload::<StreamControl>(v))
+        .and_then(|c| c.validate().map(|_| c))
+    {
+        Ok(c) => c,
+        Err(e) => return reject(ack, e.to_body()),
+    };
+    let Some(entry) = lock(&st.streams).get(&c.stream_id) else {
         return reject(
             ack,
             ErrorBody::new(
@@ -894,5 +1159,110 @@ fn on_control(st: &Arc<AppState>, s: SocketRef, ev: &'static str, v: Value, ack:
     if let Some(totals) = complete {
         let st = st.clone();
         tokio::spawn(async move { finish_stream(&st, &entry, totals).await });
+    }
+}
+
+/// `monitor:subscribe`: join the observers of a stream, as far as MONITOR allows (and at
+/// most MAX_STREAMS_PER_SESSION subscriptions per connection).
+fn on_monitor_subscribe(st: &Arc<AppState>, s: SocketRef, v: Value, ack: AckSender) {
+    let reject = |ack: AckSender, body: ErrorBody, stream: Option<String>| {
+        tracing::warn!(sid = %s.id, stream = ?stream, code = %body.code, msg = %body.message, "monitor:subscribe rejected");
+        st.emit_error(&s, &body, stream, None);
+        let _ = ack.send(&ControlAck::Rejected { error: body });
+    };
+    let c = match check_small(&v)
+        .and_then(|_| parse_payload::<StreamControl>(v))
+        .and_then(|c| c.validate().map(|_| c))
+    {
+        Ok(c) => c,
+        Err(e) => return reject(ack, e.to_body(), None),
+    };
+    let has_token = st
+        .cfg
+        .sts_auth_token
+        .as_deref()
+        .is_some_and(|t| !t.is_empty());
+    let refusal = match st.cfg.monitor {
+        MonitorPolicy::Open => None,
+        MonitorPolicy::Token if has_token => None,
+        MonitorPolicy::Token => Some(
+            "monitoring needs STS_AUTH_TOKEN (MONITOR=token) and this server has none; set STS_AUTH_TOKEN, or MONITOR=open on a trusted network",
+        ),
+        MonitorPolicy::Off => Some("monitoring is disabled on this server (MONITOR=off)"),
+    };
+    if let Some(why) = refusal {
+        return reject(
+            ack,
+            ErrorBody::new(ErrorCode::MonitorNotAllowed, why),
+            Some(c.stream_id),
+        );
+    }
+    let room = room(&c.stream_id);
+    let rooms = s.rooms();
+    let limit = st.cfg.max_streams_per_session as usize;
+    if !rooms.iter().any(|r| r.as_ref() == room.as_str()) && rooms.len() >= limit {
+        st.metrics
+            .admission_refused
+            .with_label_values(&[Limit::StreamsPerSession.as_str()])
+            .inc();
+        return reject(
+            ack,
+            ErrorBody::new(
+                ErrorCode::TooManyStreams,
+                format!("this connection already watches {} streams (MAX_STREAMS_PER_SESSION={limit}, which also bounds monitor subscriptions)", rooms.len()),
+            ),
+            Some(c.stream_id),
+        );
+    }
+    s.join(room);
+    tracing::info!(sid = %s.id, stream = %c.stream_id, "monitor subscribed");
+    let _ = ack.send(&ControlAck::Ok);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn cfg(args: &[&str]) -> Config {
+        let mut v = vec!["sts-service"];
+        v.extend_from_slice(args);
+        Config::try_parse_from(v).unwrap()
+    }
+
+    #[test]
+    fn open_access_is_warned_about_unless_loopback_or_token() {
+        let w = open_access_warning(&cfg(&[])).expect("default: 0.0.0.0, no token");
+        assert!(
+            w.contains("STS_AUTH_TOKEN") && w.contains("HOST=0.0.0.0") && w.contains("3000"),
+            "{w}"
+        );
+        assert!(
+            w.contains("monitor:subscribe"),
+            "MONITOR=open is named: {w}"
+        );
+        let w = open_access_warning(&cfg(&["--monitor", "off"])).unwrap();
+        assert!(!w.contains("monitor:subscribe"), "{w}");
+        assert!(open_access_warning(&cfg(&["--host", "127.0.0.1"])).is_none());
+        assert!(open_access_warning(&cfg(&["--host", "::1"])).is_none());
+        assert!(open_access_warning(&cfg(&["--sts-auth-token", "t0ken"])).is_none());
+        // An empty token is no token.
+        assert!(open_access_warning(&cfg(&["--sts-auth-token", ""])).is_some());
+    }
+
+    #[test]
+    fn oversize_control_payloads_are_refused_unparsed() {
+        let big = Value::String(format!("{{\"stream_id\": \"{}\"}}", "x".repeat(70_000)));
+        let e = check_small(&big).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::MalformedJson);
+        assert!(e.to_string().contains("65536"), "{e}");
+        assert!(check_small(&json!({"stream_id": "x".repeat(70_000)})).is_ok());
+        assert!(check_small(&Value::String("{}".into())).is_ok());
+        // Hints are not read from large strings (that would parse them here).
+        assert_eq!(field(&big, "stream_id"), None);
+        assert_eq!(
+            field(&Value::String("{\"stream_id\": \"s\"}".into()), "stream_id").as_deref(),
+            Some("s")
+        );
     }
 }

@@ -32,7 +32,7 @@ async fn counting_one_to_six_is_transcribed_translated_and_dubbed_to_exactly_six
         .call("stream:init", init_payload("count-1", 16000, 1))
         .await;
     assert_eq!(ack["status"], "ready", "{ack}");
-    assert_eq!(ack["protocol_version"], "1.1");
+    assert_eq!(ack["protocol_version"], sts_protocol::PROTOCOL_VERSION);
 
     let speech = spoken_words(&ENGLISH);
     assert_eq!(speech.len(), 96000);

@@ -5,8 +5,8 @@
 mod common;
 use common::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_socketio_client_dubs_a_fragment() {
+/// LIVEDUB_PYTHON, checked to have python-socketio[client].
+fn python() -> String {
     let python = std::env::var("LIVEDUB_PYTHON").unwrap_or_else(|_| {
         panic!("LIVEDUB_PYTHON is not set: point it at a Python with python-socketio[client] (e.g. /var/cache/livedub/venv/bin/python, created by `make python` / scripts/install-python.sh)")
     });
@@ -21,6 +21,20 @@ async fn python_socketio_client_dubs_a_fragment() {
         ),
         Err(e) => panic!("LIVEDUB_PYTHON={python} cannot run: {e}"),
     }
+    python
+}
+
+/// Runs `python` with `args` off the async threads.
+async fn run_python(python: String, args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || std::process::Command::new(python).args(args).output())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_socketio_client_dubs_a_fragment() {
+    let python = python();
     let srv = start_server(&["--sts-auth-token", "interop-token"]).await;
     let dir = tempfile::tempdir().unwrap();
     let wav = dir.path().join("count.wav");
@@ -28,18 +42,17 @@ async fn python_socketio_client_dubs_a_fragment() {
     livedub_audio::write_wav(&wav, &livedub_audio::i16_to_f32(&speech), 16000, 1).unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/py_client.py");
     let addr = srv.addr;
-    let wav2 = wav.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python)
-            .arg(script)
-            .arg(format!("http://{addr}"))
-            .arg(&wav2)
-            .args(["--token", "interop-token"])
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let out = run_python(
+        python,
+        vec![
+            script.into(),
+            format!("http://{addr}"),
+            wav.display().to_string(),
+            "--token".into(),
+            "interop-token".into(),
+        ],
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -55,6 +68,40 @@ async fn python_socketio_client_dubs_a_fragment() {
     assert_eq!(v["error_codes"], serde_json::json!(["MALFORMED_JSON"]));
     let t = v["transcript"].as_str().unwrap();
     assert!(t.contains('1') || t.to_lowercase().contains("one"), "{t}");
+    srv.shutdown();
+    srv.wait().await.unwrap();
+}
+
+/// What a standard client sees when the server is full: python-socketio's `connect()`
+/// raises, and its `connect_error` handler gets the message naming the code and MAX_SESSIONS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_socketio_client_is_told_the_server_is_full() {
+    let python = python();
+    let srv = start_server(&["--mode", "echo", "--max-sessions", "1"]).await;
+    let holder = connect(srv.addr, None).await.expect("first connection");
+    let url = format!("http://{}", srv.addr);
+    let code = r#"
+import socketio, sys
+c = socketio.Client(reconnection=False)
+@c.event
+def connect_error(data):
+    print("connect_error", data["message"])
+try:
+    c.connect(sys.argv[1], transports=["websocket"], wait_timeout=5)
+    print("connected")
+except socketio.exceptions.ConnectionError as e:
+    print("refused", e)
+"#;
+    let out = run_python(python, vec!["-c".into(), code.into(), url]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("connect_error TOO_MANY_SESSIONS: ")
+            && stdout.contains("(MAX_SESSIONS=1)")
+            && stdout.contains("refused"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(holder);
     srv.shutdown();
     srv.wait().await.unwrap();
 }

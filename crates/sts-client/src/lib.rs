@@ -11,6 +11,7 @@
 //! Requests with acks ([`StsClient::init_stream`], [`StsClient::send_fragment`], ...)
 //! resolve to typed results with a timeout.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,7 +24,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sts_protocol::{
     events, Backpressure, ControlAck, ErrorEvent, FragmentAck, FragmentData, FragmentProcessed,
-    StreamComplete, StreamControl, StreamInit, StreamInitAck,
+    StreamComplete, StreamControl, StreamInit, StreamInitAck, StreamInitRequest,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -173,6 +174,10 @@ struct Inner {
     closed: AtomicBool,
     /// Sender for the namespace-connect outcome of the attempt in progress.
     connect_waiter: Mutex<Option<oneshot::Sender<Result<(), String>>>>,
+    /// `resume_token` of the last ready ack per stream id, sent with the next
+    /// `stream:init` for that id: after a reconnect it lets the server hand the stream to
+    /// this new connection even if it has not yet noticed the old one is gone.
+    resume_tokens: Mutex<HashMap<String, String>>,
 }
 
 /// A connected (or reconnecting) STS client. Cheap to clone.
@@ -222,6 +227,7 @@ impl StsClient {
             generation: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             connect_waiter: Mutex::new(None),
+            resume_tokens: Mutex::new(HashMap::new()),
         });
         (Self { inner }, tx, rx)
     }
@@ -476,14 +482,40 @@ impl StsClient {
     }
 
     /// `stream:init`; returns the server's `ready` ack or the rejection as an error.
+    /// Carries the `resume_token` of this client's last ready ack for the same stream id,
+    /// so a re-init after a reconnect gets the stream back at once.
     pub async fn init_stream(&self, init: &StreamInit) -> Result<StreamInitAck, AckError> {
-        let ack: StreamInitAck = self.request(events::STREAM_INIT, init).await?;
-        if let StreamInitAck::Rejected { error } = &ack {
-            return Err(AckError::Rejected {
-                event: events::STREAM_INIT,
-                code: error.code.as_str().into(),
-                message: error.message.clone(),
-            });
+        let token = self
+            .inner
+            .resume_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&init.stream_id)
+            .cloned();
+        let request = StreamInitRequest {
+            init,
+            resume_token: token.as_deref(),
+        };
+        let ack: StreamInitAck = self.request(events::STREAM_INIT, &request).await?;
+        match &ack {
+            StreamInitAck::Rejected { error } => {
+                return Err(AckError::Rejected {
+                    event: events::STREAM_INIT,
+                    code: error.code.as_str().into(),
+                    message: error.message.clone(),
+                });
+            }
+            StreamInitAck::Ready {
+                resume_token: Some(t),
+                ..
+            } => {
+                self.inner
+                    .resume_tokens
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(init.stream_id.clone(), t.clone());
+            }
+            StreamInitAck::Ready { .. } => {}
         }
         Ok(ack)
     }

@@ -183,6 +183,52 @@ async fn init_send_receive_and_monitor() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_client_cannot_take_a_live_stream() {
+    let port = free_port();
+    let _srv = start_server(port, None).await;
+    let (owner, _rx) = StsClient::connect(cfg(port)).await.expect("connects");
+    let (other, _orx) = StsClient::connect(cfg(port)).await.expect("connects");
+    match owner.init_stream(&init("own1")).await.expect("init ok") {
+        StreamInitAck::Ready { resume_token, .. } => {
+            assert!(
+                resume_token.is_some_and(|t| t.len() >= 32),
+                "a 1.2 server sends a token"
+            )
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let err = other.init_stream(&init("own1")).await.unwrap_err();
+    match &err {
+        AckError::Rejected { code, message, .. } => {
+            assert_eq!(code, "STREAM_ALREADY_EXISTS");
+            assert!(message.contains("own1"), "{message}");
+        }
+        e => panic!("unexpected {e}"),
+    }
+    // The owner re-inits (with its stored token) and keeps the stream.
+    owner.init_stream(&init("own1")).await.expect("re-init ok");
+    owner
+        .send_fragment(&fragment("own1", 0))
+        .await
+        .expect("owner sends");
+    // Once the owner is gone, the other client may open the id.
+    owner.close().await;
+    let mut last = None;
+    for _ in 0..50 {
+        match other.init_stream(&init("own1")).await {
+            Ok(_) => {
+                last = None;
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(last.is_none(), "{last:?}");
+    other.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_token_is_sent_and_a_wrong_one_is_refused() {
     let port = free_port();
     let _srv = start_server(port, Some("s3cret")).await;

@@ -31,8 +31,10 @@ pub enum ErrorCode {
     UnknownStream,
     /// A fragment arrived on a connection that never sent `stream:init`.
     StreamNotInitialized,
-    /// `stream:init` for a stream id that is already open (reserved: the server currently
-    /// lets a new connection take a stream over, which is what a reconnecting client needs).
+    /// `stream:init` for a stream id that another live connection owns (since protocol 1.2;
+    /// before, a new connection took the stream over). A client that reconnected takes its
+    /// stream back with the `resume_token` of its last ready ack, or once the server has
+    /// seen the old connection close.
     StreamAlreadyExists,
     /// The stream belongs to another connection (e.g. a monitor tried to send).
     NotStreamOwner,
@@ -58,6 +60,15 @@ pub enum ErrorCode {
     ShuttingDown,
     /// Models are still loading (`/health` answers 503); retry shortly.
     ServiceNotReady,
+    /// The server already holds MAX_SESSIONS connections (connection refused; since 1.2).
+    TooManySessions,
+    /// This connection already owns MAX_STREAMS_PER_SESSION open streams (since 1.2).
+    TooManyStreams,
+    /// The fragments this connection has queued or in processing already hold
+    /// MAX_QUEUED_BYTES_PER_SESSION bytes; retry after one of them is answered (since 1.2).
+    SessionQueueFull,
+    /// `monitor:subscribe` is not allowed by the server's MONITOR setting (since 1.2).
+    MonitorNotAllowed,
     /// Anything else (a server bug).
     Internal,
     /// A code this version does not know (sent by a newer peer).
@@ -94,6 +105,10 @@ impl ErrorCode {
             Self::Unauthorized => "UNAUTHORIZED",
             Self::ShuttingDown => "SHUTTING_DOWN",
             Self::ServiceNotReady => "SERVICE_NOT_READY",
+            Self::TooManySessions => "TOO_MANY_SESSIONS",
+            Self::TooManyStreams => "TOO_MANY_STREAMS",
+            Self::SessionQueueFull => "SESSION_QUEUE_FULL",
+            Self::MonitorNotAllowed => "MONITOR_NOT_ALLOWED",
             Self::Internal => "INTERNAL",
             Self::Unknown => "UNKNOWN",
         }

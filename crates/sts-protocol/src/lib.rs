@@ -19,7 +19,7 @@ mod error;
 pub use error::{ErrorBody, ErrorCode, ProtocolError};
 
 /// Version of this wire contract, reported in the `stream:init` ready ack.
-pub const PROTOCOL_VERSION: &str = "1.1";
+pub const PROTOCOL_VERSION: &str = "1.2";
 
 /// The only sample format accepted on the wire.
 pub const PCM_S16LE: &str = "pcm_s16le";
@@ -210,14 +210,58 @@ impl StreamInit {
     }
 }
 
+/// Name of the optional `stream:init` field that carries the `resume_token` of an earlier
+/// ready ack for the same stream id (since 1.2). It proves that the sender is the client
+/// that opened the stream, so it may take the stream over from a connection the server
+/// still sees as alive (a reconnect the server has not noticed yet). It is a separate
+/// field, not a member of [`StreamInit`], so that struct stays constructible as before;
+/// clients send it with [`StreamInitRequest`].
+pub const RESUME_TOKEN_FIELD: &str = "resume_token";
+
+/// Longest accepted `resume_token`, in bytes (longer ones are ignored, never compared).
+pub const MAX_RESUME_TOKEN_LEN: usize = 128;
+
+/// `stream:init` as a client sends it: the [`StreamInit`] fields plus the optional
+/// [`RESUME_TOKEN_FIELD`] (serialisation only; the server reads the two apart).
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamInitRequest<'a> {
+    /// The stream's parameters.
+    #[serde(flatten)]
+    pub init: &'a StreamInit,
+    /// `resume_token` of the last ready ack for this stream id, when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume_token: Option<&'a str>,
+}
+
+/// The [`RESUME_TOKEN_FIELD`] of a `stream:init` payload (object or pre-serialised string),
+/// when it is a string of at most [`MAX_RESUME_TOKEN_LEN`] bytes.
+pub fn resume_token_of(payload: &serde_json::Value) -> Option<String> {
+    let field = |v: &serde_json::Value| {
+        v.get(RESUME_TOKEN_FIELD)
+            .and_then(serde_json::Value::as_str)
+            .filter(|t| !t.is_empty() && t.len() <= MAX_RESUME_TOKEN_LEN)
+            .map(str::to_string)
+    };
+    match payload {
+        serde_json::Value::String(s) => field(&serde_json::from_str(s).ok()?),
+        v => field(v),
+    }
+}
+
 /// Ack of `stream:init`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum StreamInitAck {
     /// The stream is open.
     Ready {
-        /// Server-side id of this session (for logs).
+        /// Server-side id of this session (for logs; not a secret).
         session_id: String,
+        /// Secret of this stream's owner (since 1.2; absent from older servers): sent back
+        /// as [`RESUME_TOKEN_FIELD`] in a later `stream:init` for the same stream id, it
+        /// lets a reconnected client take the stream back even while the server still sees
+        /// the old connection as alive. Keep it out of logs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_token: Option<String>,
         /// Fragments processed at once for this stream.
         max_inflight: u32,
         /// Largest accepted decoded PCM size of one fragment.
@@ -250,14 +294,15 @@ pub struct FragmentData {
 }
 
 impl FragmentData {
-    /// Validates ids and duration, checks that the audio is in `stream_format`, decodes it
-    /// (respecting `max_bytes`) and checks that its length matches `duration_ms` within one
-    /// sample frame. Returns the interleaved samples.
-    pub fn validate_and_decode(
+    /// The cheap checks of [`Self::validate_and_decode`], without decoding: ids, duration,
+    /// the audio format against `stream_format`, and the size limit on the base64 length.
+    /// Returns the most bytes the data can decode to (what a server reserves before it
+    /// decodes).
+    pub fn check_header(
         &self,
         stream_format: &AudioFormat,
         max_bytes: usize,
-    ) -> Result<Vec<i16>, ProtocolError> {
+    ) -> Result<usize, ProtocolError> {
         validate_id("fragment_id", &self.fragment_id)?;
         validate_id("stream_id", &self.stream_id)?;
         validate_duration("duration_ms", self.duration_ms)?;
@@ -269,6 +314,26 @@ impl FragmentData {
                 declared: format_label(stream_format),
             });
         }
+        let decoded_upper_bound = self.audio.data.len() / 4 * 3;
+        if decoded_upper_bound > max_bytes + 3 {
+            return Err(ProtocolError::TooLarge {
+                bytes: decoded_upper_bound,
+                max: max_bytes,
+            });
+        }
+        Ok(decoded_upper_bound.min(max_bytes))
+    }
+
+    /// Validates ids and duration, checks that the audio is in `stream_format`, decodes it
+    /// (respecting `max_bytes`) and checks that its length matches `duration_ms` within one
+    /// sample frame. Returns the interleaved samples.
+    pub fn validate_and_decode(
+        &self,
+        stream_format: &AudioFormat,
+        max_bytes: usize,
+    ) -> Result<Vec<i16>, ProtocolError> {
+        self.check_header(stream_format, max_bytes)?;
+        let format = self.audio.audio_format();
         let samples = self.audio.decode(max_bytes)?;
         let channels = usize::from(format.channels);
         if samples.len() % channels != 0 {

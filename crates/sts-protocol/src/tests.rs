@@ -183,6 +183,16 @@ fn oversize_is_rejected_before_decoding() {
     f.audio.data = "!".repeat(1_000_000);
     let e = f.validate_and_decode(&fmt, 100_000).unwrap_err();
     assert_eq!(e.code(), ErrorCode::PayloadTooLarge);
+    // The header check alone says the same without decoding, and bounds what decoding
+    // can produce.
+    let e = f.check_header(&fmt, 100_000).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::PayloadTooLarge);
+    let ok = fragment(6000, 96000);
+    let bound = ok.check_header(&fmt, DEFAULT_MAX_FRAGMENT_BYTES).unwrap();
+    let decoded = ok
+        .validate_and_decode(&fmt, DEFAULT_MAX_FRAGMENT_BYTES)
+        .unwrap();
+    assert!(decoded.len() * 2 <= bound && bound <= decoded.len() * 2 + 3);
 }
 
 #[test]
@@ -198,13 +208,26 @@ fn pcm_base64_roundtrip() {
 fn acks_serialise_with_status_tag() {
     let ready = StreamInitAck::Ready {
         session_id: "s1".into(),
+        resume_token: None,
         max_inflight: 3,
         max_fragment_bytes: 1000,
         protocol_version: PROTOCOL_VERSION.into(),
     };
     let v = serde_json::to_value(&ready).unwrap();
     assert_eq!(v["status"], "ready");
-    assert_eq!(v["protocol_version"], "1.1");
+    assert_eq!(v["protocol_version"], "1.2");
+    assert!(v.get("resume_token").is_none(), "absent when None: {v}");
+    // A 1.1 server's ack (no resume_token) still parses.
+    let old: StreamInitAck = serde_json::from_value(json!({"status": "ready", "session_id": "s",
+        "max_inflight": 3, "max_fragment_bytes": 1000, "protocol_version": "1.1"}))
+    .unwrap();
+    assert!(matches!(
+        old,
+        StreamInitAck::Ready {
+            resume_token: None,
+            ..
+        }
+    ));
     let rej = FragmentAck::Rejected {
         error: ErrorBody::new(ErrorCode::Backpressure, "queue full"),
     };
@@ -230,6 +253,11 @@ fn error_codes_are_screaming_snake_and_match_as_str() {
         ErrorCode::PayloadTooLarge,
         ErrorCode::ProcessingTimeout,
         ErrorCode::Unauthorized,
+        ErrorCode::TooManySessions,
+        ErrorCode::TooManyStreams,
+        ErrorCode::SessionQueueFull,
+        ErrorCode::MonitorNotAllowed,
+        ErrorCode::StreamAlreadyExists,
     ] {
         let v = serde_json::to_value(code).unwrap();
         assert_eq!(v, json!(code.as_str()));
@@ -351,4 +379,43 @@ fn errors_quote_a_hostile_value_only_in_part() {
     assert!(e.len() < 400);
     // Short values are quoted whole.
     assert_eq!(clip("pcm_f32"), "pcm_f32");
+}
+
+#[test]
+fn init_request_carries_the_resume_token_beside_the_init_fields() {
+    let init = StreamInit {
+        stream_id: "live/a".into(),
+        source_language: "en".into(),
+        target_language: "es".into(),
+        voice: None,
+        fragment_duration_ms: 6000,
+        audio: AudioFormat::pcm_s16le(16000, 1),
+    };
+    let v = serde_json::to_value(StreamInitRequest {
+        init: &init,
+        resume_token: Some("tok"),
+    })
+    .unwrap();
+    assert_eq!(v["stream_id"], "live/a");
+    assert_eq!(v[RESUME_TOKEN_FIELD], "tok");
+    // The server parses the same payload as a plain StreamInit (the extra field is ignored)
+    // and reads the token apart, also from a pre-serialised string.
+    assert_eq!(parse_payload::<StreamInit>(v.clone()).unwrap(), init);
+    assert_eq!(resume_token_of(&v).as_deref(), Some("tok"));
+    assert_eq!(
+        resume_token_of(&json!(v.to_string())).as_deref(),
+        Some("tok")
+    );
+    let without = serde_json::to_value(StreamInitRequest {
+        init: &init,
+        resume_token: None,
+    })
+    .unwrap();
+    assert!(without.get(RESUME_TOKEN_FIELD).is_none());
+    assert_eq!(resume_token_of(&without), None);
+    // Wrong type, empty or oversize tokens are ignored.
+    assert_eq!(resume_token_of(&json!({"resume_token": 5})), None);
+    assert_eq!(resume_token_of(&json!({"resume_token": ""})), None);
+    let long = "x".repeat(MAX_RESUME_TOKEN_LEN + 1);
+    assert_eq!(resume_token_of(&json!({ "resume_token": long })), None);
 }

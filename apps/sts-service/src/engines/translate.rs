@@ -7,6 +7,7 @@
 //! pipeline lives on one dedicated thread; on any failure or a stuck read it is killed
 //! (whole process group) and restarted for the next request.
 
+use super::http_error;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -133,9 +134,9 @@ impl Translator {
                     .json(&body)
                     .send()
                     .await
-                    .map_err(|e| fail(e.to_string()))?;
+                    .map_err(|e| fail(http_error(e)))?;
                 let status = resp.status();
-                let v: serde_json::Value = resp.json().await.map_err(|e| fail(e.to_string()))?;
+                let v: serde_json::Value = resp.json().await.map_err(|e| fail(http_error(e)))?;
                 if !status.is_success() {
                     return Err(fail(format!("HTTP {status}: {v}")));
                 }
@@ -149,15 +150,21 @@ impl Translator {
                     provider: "google",
                     reason,
                 };
+                // The key goes in a header (Google's documented alternative to `?key=`), so
+                // it is in no URL: not in reqwest's error text, proxy logs or access logs.
+                let mut key_header = reqwest::header::HeaderValue::from_str(key).map_err(|_| {
+                    fail("GOOGLE_API_KEY holds characters an HTTP header cannot carry".into())
+                })?;
+                key_header.set_sensitive(true);
                 let resp = client
                     .post(url.as_str())
-                    .query(&[("key", key.as_str())])
+                    .header(GOOGLE_API_KEY_HEADER, key_header)
                     .json(&serde_json::json!({"q": [text], "source": short(src), "target": short(tgt), "format": "text"}))
                     .send()
                     .await
-                    .map_err(|e| fail(e.to_string()))?;
+                    .map_err(|e| fail(http_error(e)))?;
                 let status = resp.status();
-                let v: serde_json::Value = resp.json().await.map_err(|e| fail(e.to_string()))?;
+                let v: serde_json::Value = resp.json().await.map_err(|e| fail(http_error(e)))?;
                 if !status.is_success() {
                     return Err(fail(format!("HTTP {status}: {}", v["error"]["message"])));
                 }
@@ -169,6 +176,9 @@ impl Translator {
         }
     }
 }
+
+/// Header that carries the Google Cloud API key.
+pub const GOOGLE_API_KEY_HEADER: &str = "x-goog-api-key";
 
 fn short(lang: &str) -> String {
     lang.split(['-', '_'])
@@ -426,6 +436,99 @@ fn run_job(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redact::Redactor;
+    use std::sync::{Arc, Mutex};
+
+    const MARKER: &str = "SECRET-MARKER-7f3a";
+
+    /// A provider that fails: records each request's URI and headers, answers 500 with a
+    /// body that echoes the key and a URL (the worst a provider can do).
+    async fn failing_provider() -> (String, Arc<Mutex<Vec<String>>>) {
+        use axum::http::{HeaderMap, StatusCode, Uri};
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let s2 = seen.clone();
+        let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
+            let seen = s2.clone();
+            async move {
+                seen.lock().unwrap().push(format!(
+                    "{uri} {headers:?} {:?}",
+                    headers.get(GOOGLE_API_KEY_HEADER)
+                ));
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    axum::Json(serde_json::json!({"error": {"message": format!(
+                        "API key {MARKER} rejected; see https://console.example/keys?key={MARKER}"
+                    )}})),
+                )
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}"), seen)
+    }
+
+    /// The error text of translating with Google at `url`, key [`MARKER`].
+    async fn google_error(url: String) -> String {
+        let t = Translator::Google {
+            client: reqwest::Client::new(),
+            url,
+            key: MARKER.into(),
+        };
+        t.translate("Hello.", "en", "es")
+            .await
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn google_key_travels_in_a_header_and_errors_name_no_url_or_key() {
+        let (url, seen) = failing_provider().await;
+        let e = google_error(format!("{url}/language/translate/v2")).await;
+        let req = seen.lock().unwrap().join("\n");
+        assert!(!req.contains("key="), "no key in the query: {req}");
+        assert!(
+            req.contains(&format!("Some({MARKER:?})")),
+            "key header sent: {req}"
+        );
+        assert!(e.contains("HTTP 500"), "{e}");
+        // What the provider echoed is removed before the text leaves the pipeline.
+        let clean = Redactor::new([Some(MARKER)]).clean(&e);
+        assert!(
+            !clean.contains(MARKER) && !clean.contains("http"),
+            "{clean}"
+        );
+
+        // Unreachable endpoint: reqwest's text would name the URL; ours does not.
+        let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead_addr = dead.local_addr().unwrap();
+        drop(dead);
+        let e = google_error(format!("http://{dead_addr}/v2?key={MARKER}")).await;
+        assert!(!e.contains(MARKER) && !e.contains("http://"), "{e}");
+        assert!(!e.contains(&dead_addr.to_string()), "{e}");
+        assert!(e.contains("google translation failed"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn libretranslate_errors_do_not_echo_the_key() {
+        let (url, _seen) = failing_provider().await;
+        let t = Translator::Libre {
+            client: reqwest::Client::new(),
+            url,
+            key: Some(MARKER.into()),
+        };
+        let e = t
+            .translate("Hello.", "en", "es")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("libretranslate") && e.contains("HTTP 500"),
+            "{e}"
+        );
+        let clean = Redactor::new([Some(MARKER)]).clean(&e);
+        assert!(!clean.contains(MARKER), "{clean}");
+    }
 
     #[test]
     fn resident_apertium_translates_repeatedly_and_rejects_unknown_pairs() {

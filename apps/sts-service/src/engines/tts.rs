@@ -2,6 +2,7 @@
 //! `/v1/audio/speech` server (Coqui, Piper, Kokoro and OpenAI speak it).
 
 use super::espeak_ffi::Espeak;
+use super::http_error;
 use tokio::sync::{mpsc, oneshot};
 
 /// Errors of TTS.
@@ -188,9 +189,9 @@ impl Tts {
                 if let Some(k) = key {
                     req = req.bearer_auth(k);
                 }
-                let resp = req.send().await.map_err(|e| fail(e.to_string()))?;
+                let resp = req.send().await.map_err(|e| fail(http_error(e)))?;
                 let status = resp.status();
-                let body = resp.bytes().await.map_err(|e| fail(e.to_string()))?;
+                let body = resp.bytes().await.map_err(|e| fail(http_error(e)))?;
                 if !status.is_success() {
                     return Err(fail(format!(
                         "HTTP {status}: {}",

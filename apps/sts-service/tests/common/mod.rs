@@ -46,11 +46,11 @@ fn first_value(p: Payload) -> Value {
     }
 }
 
-pub async fn connect(
+fn builder(
     addr: std::net::SocketAddr,
     auth: Option<Value>,
-) -> Result<TestClient, rust_socketio::Error> {
-    let events: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    events: &Arc<Mutex<Vec<(String, Value)>>>,
+) -> ClientBuilder {
     let mut b = ClientBuilder::new(format!("http://{addr}"))
         .transport_type(TransportType::Websocket)
         .reconnect(false);
@@ -72,10 +72,79 @@ pub async fn connect(
     if let Some(a) = auth {
         b = b.auth(a);
     }
-    let client = b.connect().await?;
+    b
+}
+
+pub async fn connect(
+    addr: std::net::SocketAddr,
+    auth: Option<Value>,
+) -> Result<TestClient, rust_socketio::Error> {
+    let events: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    let client = builder(addr, auth, &events).connect().await?;
     // Give the namespace CONNECT a moment to be answered.
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(TestClient { client, events })
+}
+
+/// Connects and waits for the server's verdict on the namespace connection: the client,
+/// or the `connect_error` text (e.g. `... {"message":"TOO_MANY_SESSIONS: ..."}`).
+pub async fn connect_outcome(
+    addr: std::net::SocketAddr,
+    auth: Option<Value>,
+) -> Result<TestClient, String> {
+    let events: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    let (tx, rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
+    let tx = Arc::new(Mutex::new(Some(tx)));
+    let (t1, t2) = (tx.clone(), tx);
+    let client = builder(addr, auth, &events)
+        .on(rust_socketio::Event::Connect, move |_p, _c| {
+            let t = t1.clone();
+            async move {
+                if let Some(t) = t.lock().unwrap().take() {
+                    let _ = t.send(Ok(()));
+                }
+            }
+            .boxed()
+        })
+        .on(rust_socketio::Event::Error, move |p, _c| {
+            let t = t2.clone();
+            async move {
+                let text = match first_value(p) {
+                    Value::String(s) => s,
+                    v => v.to_string(),
+                };
+                if text.contains("ConnectError") {
+                    if let Some(t) = t.lock().unwrap().take() {
+                        let _ = t.send(Err(text));
+                    }
+                }
+            }
+            .boxed()
+        })
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(Duration::from_secs(10), rx).await {
+        Ok(Ok(Ok(()))) => Ok(TestClient { client, events }),
+        Ok(Ok(Err(text))) => {
+            let _ = client.disconnect().await;
+            Err(text)
+        }
+        _ => {
+            let _ = client.disconnect().await;
+            Err("no connect or connect_error within 10 s".into())
+        }
+    }
+}
+
+/// The current `/metrics` text.
+pub async fn metrics_text(addr: std::net::SocketAddr) -> String {
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body")
 }
 
 impl TestClient {
