@@ -35,6 +35,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Counts one request refused by an admission limit.
+    pub fn count_refusal(&self, limit: crate::admission::Limit) {
+        self.admission_refused
+            .with_label_values(&[limit.as_str()])
+            .inc();
+    }
+
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let registry = Registry::new();

@@ -446,10 +446,7 @@ fn admit(st: &AppState, s: &SocketRef) -> Result<Arc<Session>, ConnectRefused> {
     }) {
         Ok(session) => Ok(session),
         Err(e) => {
-            st.metrics
-                .admission_refused
-                .with_label_values(&[Limit::Sessions.as_str()])
-                .inc();
+            st.metrics.count_refusal(Limit::Sessions);
             st.metrics
                 .errors
                 .with_label_values(&[ErrorCode::TooManySessions.as_str()])
@@ -675,10 +672,7 @@ fn on_stream_init(st: &Arc<AppState>, s: SocketRef, v: Value, ack: AckSender) {
             let code = match e {
                 OpenRefused::OwnedByAnother { .. } => ErrorCode::StreamAlreadyExists,
                 OpenRefused::TooManyStreams { .. } => {
-                    st.metrics
-                        .admission_refused
-                        .with_label_values(&[Limit::StreamsPerSession.as_str()])
-                        .inc();
+                    st.metrics.count_refusal(Limit::StreamsPerSession);
                     ErrorCode::TooManyStreams
                 }
             };
@@ -872,10 +866,7 @@ async fn on_fragment(
     let mut queued: QueuedBytes = match session.reserve(bound) {
         Ok(q) => q,
         Err(e) => {
-            st.metrics
-                .admission_refused
-                .with_label_values(&[Limit::QueuedBytesPerSession.as_str()])
-                .inc();
+            st.metrics.count_refusal(Limit::QueuedBytesPerSession);
             return reject(
                 ack,
                 ErrorBody::new(ErrorCode::SessionQueueFull, e.to_string()),
@@ -1201,10 +1192,7 @@ fn on_monitor_subscribe(st: &Arc<AppState>, s: SocketRef, v: Value, ack: AckSend
     let rooms = s.rooms();
     let limit = st.cfg.max_streams_per_session as usize;
     if !rooms.iter().any(|r| r.as_ref() == room.as_str()) && rooms.len() >= limit {
-        st.metrics
-            .admission_refused
-            .with_label_values(&[Limit::StreamsPerSession.as_str()])
-            .inc();
+        st.metrics.count_refusal(Limit::StreamsPerSession);
         return reject(
             ack,
             ErrorBody::new(
