@@ -25,6 +25,8 @@ pub const MIN_DEADLINE_MARGIN_MS: u32 = 300;
 pub const DEFAULT_MAX_STREAMS: u32 = 8;
 /// Largest accepted MAX_STREAMS.
 pub const MAX_MAX_STREAMS: u32 = 256;
+/// Largest accepted INPUT_GRACE_MS (an hour).
+pub const MAX_INPUT_GRACE_MS: u32 = 3_600_000;
 
 fn ranged_u32(s: &str, lo: u32, hi: u32, unit: &str) -> Result<u32, String> {
     match s.trim().parse::<u32>() {
@@ -54,6 +56,14 @@ fn margin_ms(s: &str) -> Result<u32, String> {
 }
 fn timeout_ms(s: &str) -> Result<u32, String> {
     ranged_u32(s, 200, 600_000, "milliseconds")
+}
+fn grace_ms(s: &str) -> Result<u32, String> {
+    ranged_u32(
+        s,
+        0,
+        MAX_INPUT_GRACE_MS,
+        "milliseconds; 0 ends an output as soon as its input stops",
+    )
 }
 fn tolerance_ms(s: &str) -> Result<u32, String> {
     ranged_u32(s, 5, 100, "milliseconds; keeps A/V sync under 120 ms")
@@ -236,6 +246,9 @@ pub struct Settings {
     /// No media from a live input for this long ends its worker (the publisher stopped) (ms). Keep it below OUTPUT_DELAY_MS - FRAGMENT_DURATION_MS - DEADLINE_MARGIN_MS so the last partial fragment still makes its deadline.
     #[arg(long, env = "INPUT_IDLE_TIMEOUT_MS", default_value = "2000", value_parser = timeout_ms, global = true)]
     pub input_idle_timeout_ms: u32,
+    /// How long a live input that stopped (publisher gone or stalled) may take to come back before its output ends for good; 0 ends it at once (ms, 0..3600000). While waiting the stream shows state waiting_for_input.
+    #[arg(long, env = "INPUT_GRACE_MS", default_value = "30000", value_parser = grace_ms, global = true)]
+    pub input_grace_ms: u32,
     /// No media at all this long after a worker starts is an error, retried with backoff (ms).
     #[arg(long, env = "INPUT_START_TIMEOUT_MS", default_value = "15000", value_parser = timeout_ms, global = true)]
     pub input_start_timeout_ms: u32,

@@ -108,6 +108,12 @@ impl Fragmenter {
         }
     }
 
+    /// The same fragmenter, numbering its first fragment `sequence`.
+    pub fn starting_at(mut self, sequence: u64) -> Self {
+        self.sequence = sequence;
+        self
+    }
+
     /// The resync tolerance (ns).
     pub fn tolerance(&self) -> u64 {
         self.tolerance_ns

@@ -7,6 +7,7 @@ pub mod api;
 pub mod config;
 pub mod dub;
 pub mod fragmenter;
+pub mod lifecycle;
 pub mod manager;
 pub mod metrics;
 pub mod mix;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sts_client::StsClientConfig;
@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Settings;
+use crate::lifecycle::{self, EndReason, Phase, Policy, RunEnd};
 use crate::metrics::Metrics;
 use crate::pcm::{STS_CHANNELS, STS_RATE};
 use crate::pipeline::OutputTarget;
@@ -267,8 +268,9 @@ impl Manager {
         }
     }
 
-    /// Runs a worker, restarting it with backoff after errors, until its input ends or it
-    /// is cancelled.
+    /// Runs a worker, restarting it with backoff after errors and again when its input
+    /// comes back within INPUT_GRACE_MS, until the input is gone or it is cancelled (the
+    /// transitions: [`lifecycle`]).
     async fn supervise(
         self: Arc<Self>,
         cfg: WorkerConfig,
@@ -278,71 +280,175 @@ impl Manager {
     ) {
         let s = &self.settings;
         let name = cfg.name.clone();
+        let policy = Policy {
+            live: lifecycle::is_live(&cfg.input_uri),
+            grace: Duration::from_millis(s.input_grace_ms as u64),
+        };
         let mut delay = Duration::from_millis(s.retry_min_ms as u64);
         let max = Duration::from_millis(s.retry_max_ms as u64);
         let mut restarts = 0u64;
-        loop {
-            let (dubber, events) = StsDubber::start(sts_client_config(s), stream_init(s, &name));
-            let r = worker::run_worker(
-                cfg.clone(),
-                dubber.clone(),
-                events,
-                self.metrics.clone(),
-                status.clone(),
-                cancel.clone(),
-                None,
-            )
-            .await;
-            dubber.shutdown().await;
-            match r {
-                Ok(WorkerEnd::Finished) => {
-                    info!(stream = %name, "input ended; worker finished");
-                    break;
-                }
-                Ok(WorkerEnd::Cancelled) => break,
-                Err(e) => {
-                    restarts += 1;
-                    self.metrics.restarts.with_label_values(&[&name]).inc();
-                    {
-                        let mut st = status.lock().unwrap_or_else(|p| p.into_inner());
-                        st.state = "retrying".into();
-                        st.restarts = restarts;
-                        st.last_error = Some(e.to_string());
-                    }
-                    warn!(stream = %name, error = %crate::redact::text(&e.to_string()), retry_in_ms = delay.as_millis() as u64, "worker failed; restarting");
+        let mut phase = Phase::Running;
+        let reason = loop {
+            let mut run_cfg = cfg.clone();
+            match phase {
+                Phase::Ended(reason) => break reason,
+                Phase::Running => {}
+                Phase::Backoff => {
                     tokio::select! {
-                        _ = cancel.cancelled() => break,
+                        _ = cancel.cancelled() => break EndReason::Stopped,
                         _ = tokio::time::sleep(delay) => {}
                     }
                     delay = (delay * 2).min(max);
-                    // A discovered stream that vanished from the server is not retried:
-                    // discovery will start it again when it is published again.
+                    // A discovered stream whose path vanished is awaited like a stopped one.
                     if origin == Origin::Discovery
                         && !self.path_still_listed(&name).await.unwrap_or(true)
                     {
-                        info!(stream = %name, "stream no longer on the media server; not retrying");
-                        // Discovery may have missed the gap (the server was down while it
-                        // polled): let its next sighting count as a new appearance.
-                        self.discovered
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&name);
-                        break;
+                        info!(stream = %name, "stream no longer on the media server");
+                        phase = lifecycle::input_vanished(policy, Instant::now());
+                        continue;
+                    }
+                }
+                Phase::AwaitingInput { until } => {
+                    match self
+                        .await_input(&name, origin, until, &status, &cancel)
+                        .await
+                    {
+                        Awaited::Back { until } => {
+                            phase = Phase::AwaitingInput { until };
+                            // An input we cannot list is simply tried for what is left of
+                            // the grace; a listed one gets the usual start timeout.
+                            if origin == Origin::Api {
+                                let left = until.saturating_duration_since(Instant::now());
+                                run_cfg.start_timeout_ms =
+                                    (left.as_millis() as u32).max(MIN_START_TIMEOUT_MS);
+                            }
+                        }
+                        Awaited::Over(reason) => break reason,
                     }
                 }
             }
+            // Numbering continues across runs: no fragment number is seen twice.
+            run_cfg.first_sequence = lock(&status).fragments;
+            let from = if matches!(phase, Phase::Backoff) {
+                Phase::Running
+            } else {
+                phase
+            };
+            let end = match self.run_once(run_cfg, &status, &cancel).await {
+                Ok(WorkerEnd::Finished) => RunEnd::InputStopped,
+                Ok(WorkerEnd::Cancelled) => RunEnd::Cancelled,
+                Err(e) => {
+                    restarts += 1;
+                    self.metrics.restarts.with_label_values(&[&name]).inc();
+                    let mut st = lock(&status);
+                    st.state = "retrying".into();
+                    st.restarts = restarts;
+                    st.last_error = Some(e.to_string());
+                    if !matches!(from, Phase::AwaitingInput { .. }) {
+                        warn!(stream = %name, error = %crate::redact::text(&e.to_string()), retry_in_ms = delay.as_millis() as u64, "worker failed; restarting");
+                    } else {
+                        debug!(stream = %name, error = %crate::redact::text(&e.to_string()), "input not back yet");
+                    }
+                    RunEnd::Failed
+                }
+            };
+            phase = lifecycle::after_run(from, end, policy, Instant::now());
+            if let Phase::AwaitingInput { until } = phase {
+                if end == RunEnd::InputStopped {
+                    info!(stream = %name, grace_ms = s.input_grace_ms, "input stopped; the output comes back if the input does within INPUT_GRACE_MS");
+                    delay = Duration::from_millis(s.retry_min_ms as u64);
+                }
+                set_waiting(&status, until);
+            }
+        };
+        match reason {
+            EndReason::Stopped => {}
+            EndReason::InputEnded => info!(stream = %name, "input ended; worker finished"),
+            EndReason::InputGone => {
+                info!(stream = %name, grace_ms = s.input_grace_ms, "input did not come back within INPUT_GRACE_MS; stream finished");
+                let mut st = lock(&status);
+                st.state = "finished".into();
+                st.grace_left_ms = None;
+            }
         }
-        if !cancel.is_cancelled() {
+        if reason != EndReason::Stopped && origin == Origin::Discovery {
+            if reason == EndReason::InputGone {
+                // Discovery may have missed the gap (the server was down while it polled):
+                // let its next sighting count as a new appearance.
+                self.discovered
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&name);
+            }
             // Keep finished API streams visible for GET; drop discovered ones so they can
-            // be rediscovered.
-            if origin == Origin::Discovery {
-                // The task handle is finished only after we return; remove on the next poll.
-                let me = self.clone();
-                let n = name.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    me.forget_if_done(&n);
-                });
+            // be rediscovered. The task handle is finished only after we return: remove on
+            // the next poll.
+            let me = self.clone();
+            let n = name.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                me.forget_if_done(&n);
+            });
+        }
+    }
+
+    /// One worker run with its own STS session.
+    async fn run_once(
+        &self,
+        cfg: WorkerConfig,
+        status: &StatusCell,
+        cancel: &CancellationToken,
+    ) -> Result<WorkerEnd, worker::WorkerError> {
+        let s = &self.settings;
+        let (dubber, events) = StsDubber::start(sts_client_config(s), stream_init(s, &cfg.name));
+        lock(status).grace_left_ms = None;
+        let r = worker::run_worker(
+            cfg,
+            dubber.clone(),
+            events,
+            self.metrics.clone(),
+            status.clone(),
+            cancel.clone(),
+            None,
+        )
+        .await;
+        dubber.shutdown().await;
+        r
+    }
+
+    /// Waits, in `waiting_for_input`, for a stopped input to come back. A discovered input
+    /// is back when its path is listed again (polled every [`GRACE_POLL`]; each sighting
+    /// renews the grace, so a publisher that stays connected but silent keeps its stream);
+    /// an input we cannot list is simply tried again after [`GRACE_POLL`].
+    async fn await_input(
+        &self,
+        name: &str,
+        origin: Origin,
+        mut until: Instant,
+        status: &StatusCell,
+        cancel: &CancellationToken,
+    ) -> Awaited {
+        loop {
+            set_waiting(status, until);
+            tokio::select! {
+                _ = cancel.cancelled() => return Awaited::Over(EndReason::Stopped),
+                _ = tokio::time::sleep(GRACE_POLL) => {}
+            }
+            let now = Instant::now();
+            let listed = match origin {
+                Origin::Discovery => self.path_still_listed(name).await,
+                Origin::Api => None,
+            };
+            match listed {
+                Some(true) => {
+                    until =
+                        until.max(now + Duration::from_millis(self.settings.input_grace_ms as u64));
+                    info!(stream = %name, "input is back; starting its worker");
+                    return Awaited::Back { until };
+                }
+                _ if now >= until => return Awaited::Over(EndReason::InputGone),
+                None if origin == Origin::Api => return Awaited::Back { until },
+                _ => {}
             }
         }
     }
@@ -418,6 +524,34 @@ impl Manager {
             }
         }
     }
+}
+
+/// How often a stream awaiting its input looks for it (and the pause between attempts).
+pub const GRACE_POLL: Duration = Duration::from_millis(250);
+
+/// Shortest start timeout of a run that tries an input during its grace period (ms).
+const MIN_START_TIMEOUT_MS: u32 = 1_000;
+
+/// What waiting for an input came to.
+enum Awaited {
+    /// The input is (likely) back: run a worker; the grace now ends at `until`.
+    Back {
+        /// End of the grace period.
+        until: Instant,
+    },
+    /// The supervisor ends.
+    Over(EndReason),
+}
+
+/// Shows `waiting_for_input` and the grace left.
+fn set_waiting(status: &StatusCell, until: Instant) {
+    let mut st = lock(status);
+    st.state = "waiting_for_input".into();
+    st.grace_left_ms = Some(until.saturating_duration_since(Instant::now()).as_millis() as u64);
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[derive(Deserialize)]
@@ -503,6 +637,7 @@ pub fn worker_config(
         aac_bitrate: s.aac_bitrate,
         segment_dir: s.segment_artifacts.then(|| s.segment_dir.clone()),
         mix: s.mix(),
+        first_sequence: 0,
     }
 }
 

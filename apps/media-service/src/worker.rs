@@ -103,6 +103,10 @@ pub struct WorkerConfig {
     pub start_timeout_ms: u32,
     /// Resync tolerance of the fragmenter (ms).
     pub resync_tolerance_ms: u32,
+    /// Sequence number of the first fragment: a stream's numbering continues across the
+    /// runs of its worker (restarts, an input that came back), so the STS, the fragment
+    /// log and the artifacts never see a number twice.
+    pub first_sequence: u64,
     /// AAC bitrate.
     pub aac_bitrate: i32,
     /// Where per-fragment artifacts go (`<dir>/<name>/`), if anywhere.
@@ -271,8 +275,12 @@ pub const AUDIO_START_TIMEOUT_MS: u64 = 8_000;
 /// Live state, shared with `/health` and the control API.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct WorkerStatus {
-    /// starting | running | draining | finished | failed | retrying | stopped.
+    /// starting | running | draining | finished | failed | retrying | waiting_for_input |
+    /// stopped.
     pub state: String,
+    /// waiting_for_input: how long the input may still take to come back (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grace_left_ms: Option<u64>,
     /// Input URI.
     pub input: String,
     /// Output location.
@@ -390,10 +398,9 @@ pub async fn run_worker(
 
     // Appsink -> fragmenter -> coordinator.
     let (audio_tx, mut audio_rx) = mpsc::channel::<AudioMsg>(64);
-    let fragmenter = Arc::new(Mutex::new(Fragmenter::new(
-        cfg.fragment_ms,
-        cfg.resync_tolerance_ms,
-    )));
+    let fragmenter = Arc::new(Mutex::new(
+        Fragmenter::new(cfg.fragment_ms, cfg.resync_tolerance_ms).starting_at(cfg.first_sequence),
+    ));
     install_appsink(&graph, fragmenter.clone(), audio_tx.clone(), name.clone());
 
     // Bus -> coordinator, on a plain thread (keeps GLib off the tokio workers).

@@ -182,6 +182,7 @@ async fn dubbed_audio_is_placed_at_fragment_timestamps_and_missing_answers_fall_
         idle_timeout_ms: 3000,
         start_timeout_ms: 10_000,
         resync_tolerance_ms: 40,
+        first_sequence: 0,
         aac_bitrate: 128_000,
         segment_dir: Some(dir.path().join("seg")),
         // Placement is checked on the dubbed signal alone; voice-over has its own test.
@@ -332,6 +333,7 @@ async fn voice_over_ducks_the_original_under_the_dub_and_no_speech_keeps_it() {
         idle_timeout_ms: 3000,
         start_timeout_ms: 10_000,
         resync_tolerance_ms: 40,
+        first_sequence: 0,
         aac_bitrate: 128_000,
         segment_dir: Some(dir.path().join("seg")),
         mix: MixConfig {
@@ -432,6 +434,7 @@ async fn sts_unavailable_means_every_fragment_goes_out_original() {
         idle_timeout_ms: 3000,
         start_timeout_ms: 10_000,
         resync_tolerance_ms: 40,
+        first_sequence: 0,
         aac_bitrate: 96_000,
         segment_dir: None,
         mix: MixConfig::default(),
@@ -502,6 +505,7 @@ async fn cancel_stops_a_running_worker_promptly() {
         idle_timeout_ms: 3000,
         start_timeout_ms: 10_000,
         resync_tolerance_ms: 40,
+        first_sequence: 0,
         aac_bitrate: 96_000,
         segment_dir: None,
         mix: MixConfig::default(),

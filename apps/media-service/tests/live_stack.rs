@@ -23,6 +23,11 @@ struct Stack {
 }
 
 fn start_stack(echo_delay_ms: u64, discovery: bool) -> Stack {
+    start_stack_with(echo_delay_ms, discovery, &[])
+}
+
+/// [`start_stack`] with extra media-service settings.
+fn start_stack_with(echo_delay_ms: u64, discovery: bool, env: &[(&str, &str)]) -> Stack {
     let dir = tempfile::tempdir().unwrap();
     let (rtsp, rtmp, api, http, sts_port) = (
         free_port(),
@@ -74,7 +79,8 @@ fn start_stack(echo_delay_ms: u64, discovery: bool) -> Stack {
             .env("DISCOVERY", discovery.to_string())
             .env("DISCOVERY_INTERVAL_MS", "500")
             .env("SEGMENT_DIR", dir.path().join("segments"))
-            .env("LOG_LEVEL", "INFO"),
+            .env("LOG_LEVEL", "INFO")
+            .envs(env.iter().copied()),
         dir.path(),
     );
     wait_until(Duration::from_secs(20), "media-service /health", || {
@@ -169,6 +175,16 @@ impl Stack {
                 );
             }
         }
+    }
+
+    /// Dubbed fragments of `name` so far (`worker_audio_fragments_total`).
+    fn processed(&self, name: &str) -> f64 {
+        metric(
+            &self.metrics(),
+            "worker_audio_fragments_total",
+            &["status=\"processed\"", name],
+        )
+        .unwrap_or(0.0)
     }
 
     fn metrics(&self) -> String {
@@ -277,9 +293,10 @@ fn rtsp_in_rtmp_out_dubbed_in_sync_via_control_api() {
             );
         }
     }
-    // Publisher gone -> the worker ended cleanly and freed its pipeline.
+    // Publisher gone -> the worker ended cleanly and freed its pipeline; the stream waits
+    // INPUT_GRACE_MS for its input to come back.
     wait_until(Duration::from_secs(15), "the worker to finish", || {
-        http_get(stack.http, "/health").is_some_and(|(_, b)| b.contains("\"finished\""))
+        http_get(stack.http, "/health").is_some_and(|(_, b)| b.contains("\"waiting_for_input\""))
     });
     assert_eq!(
         metric(&stack.metrics(), "worker_active_workers", &[]),
@@ -459,14 +476,7 @@ fn media_server_restart_is_retried_and_the_stream_resumes() {
     let clip = stack.dir.path().join("sync.mp4");
     common::make_sync_clip(&clip, 40);
     let _pub1 = stack.publish(&clip, name);
-    let processed = |stack: &Stack| {
-        metric(
-            &stack.metrics(),
-            "worker_audio_fragments_total",
-            &["status=\"processed\"", name],
-        )
-        .unwrap_or(0.0)
-    };
+    let processed = |stack: &Stack| stack.processed(name);
     wait_until(Duration::from_secs(30), "first dubbed fragment", || {
         processed(&stack) >= 1.0
     });
@@ -535,4 +545,99 @@ fn sei_nal_units_in_the_input_do_not_break_output_timestamps() {
     );
     let (n, bad) = common::irregular_video_steps(&rec, 0.04);
     assert_eq!(bad, 0, "{bad} of {n} video steps are not 40 ms");
+}
+
+/// An input that stops and comes back at once (a new publisher session on the same name,
+/// faster than discovery can see a gap) gets its output back under the same name, and the
+/// fragment numbers continue; an input that stays away longer than INPUT_GRACE_MS ends its
+/// stream.
+#[test]
+fn an_input_that_comes_back_gets_its_output_back() {
+    let stack = start_stack_with(0, true, &[("INPUT_GRACE_MS", "6000")]);
+    let name = "gap1";
+    let (short, long) = (
+        stack.dir.path().join("a.mp4"),
+        stack.dir.path().join("b.mp4"),
+    );
+    common::make_sync_clip(&short, 10);
+    common::make_sync_clip(&long, 24);
+    let processed = |stack: &Stack| stack.processed(name);
+    let status = |stack: &Stack| {
+        http_get(stack.http, &format!("/v1/streams/{name}"))
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    };
+    let mut first = stack.publish(&short, name);
+    wait_until(Duration::from_secs(30), "first dubbed fragment", || {
+        processed(&stack) >= 1.0
+    });
+    assert!(first.wait_exit(Duration::from_secs(30)).is_some());
+    // The publisher is back at once, as an encoder reconnecting after a network blip.
+    let _second = stack.publish(&long, name);
+    let before = processed(&stack);
+    common::wait_until_explained(
+        Duration::from_secs(40),
+        "the stream to come back and dub the new publication",
+        || processed(&stack) >= before + 2.0,
+        || format!("status: {}\nlog:\n{}", status(&stack), stack.ms.log_text()),
+    );
+    let log = stack.ms.log_text();
+    assert!(
+        log.contains("input is back; starting its worker"),
+        "the stream's own supervisor restarted it:\n{log}"
+    );
+    let rec = stack.record_output(name);
+    let (v, a) = stack.probe_both(&rec);
+    assert_eq!((v.codec.as_str(), a.codec.as_str()), ("h264", "aac"));
+    // Second publisher gone: the stream waits, shows the grace left, then ends.
+    common::wait_until_explained(
+        Duration::from_secs(20),
+        "waiting_for_input with the grace left",
+        || {
+            let s = status(&stack);
+            s.contains("\"waiting_for_input\"") && s.contains("grace_left_ms")
+        },
+        || status(&stack),
+    );
+    common::wait_until_explained(
+        Duration::from_secs(15),
+        "the stream to end after INPUT_GRACE_MS",
+        || !status(&stack).contains("waiting_for_input"),
+        || status(&stack),
+    );
+    assert!(
+        stack
+            .ms
+            .log_text()
+            .contains("input did not come back within INPUT_GRACE_MS"),
+        "{}",
+        stack.ms.log_text()
+    );
+    assert_eq!(
+        metric(&stack.metrics(), "worker_active_workers", &[]),
+        Some(0.0)
+    );
+    // Numbering continued across the two runs: no sequence twice, none skipped.
+    let log = std::fs::read_to_string(
+        stack
+            .dir
+            .path()
+            .join("segments")
+            .join(name)
+            .join("fragments.jsonl"),
+    )
+    .unwrap();
+    let mut seqs: Vec<u64> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["sequence"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    let n = seqs.len();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), n, "a fragment number was used twice: {log}");
+    assert!(n >= 4, "fragments of both publications logged: {log}");
 }

@@ -128,6 +128,9 @@ pub struct Config {
     /// Delay before an echo answer, in milliseconds (echo mode).
     #[arg(long, env = "ECHO_DELAY_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub echo_delay_ms: u64,
+    /// Test setting: wait this long before loading the models, to simulate a slow model load (ms, 0..600000; 0 in production).
+    #[arg(long, env = "LOAD_DELAY_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub load_delay_ms: u64,
     /// Directory where model names (whisper-tiny.en, whisper-base) resolve.
     #[arg(long, env = "MODEL_DIR", default_value = DEFAULT_MODEL_DIR)]
     pub model_dir: PathBuf,

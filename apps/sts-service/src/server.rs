@@ -277,6 +277,13 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningServer> {
         tokio::spawn(async move {
             let cfg2 = state.cfg.clone();
             let t = Instant::now();
+            if cfg2.load_delay_ms > 0 {
+                tracing::warn!(
+                    load_delay_ms = cfg2.load_delay_ms,
+                    "LOAD_DELAY_MS (a test setting) delays the model load"
+                );
+                tokio::time::sleep(Duration::from_millis(cfg2.load_delay_ms)).await;
+            }
             let res = if cfg2.mode == Mode::Echo {
                 Ok(Pipeline::echo(&cfg2, state.metrics.clone()))
             } else {

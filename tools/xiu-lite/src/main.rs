@@ -12,10 +12,12 @@ use std::net::{Ipv4Addr, SocketAddr};
 use anyhow::Context;
 use axum::{extract::State, routing::get, Json, Router};
 use clap::Parser;
+use rtmp::remuxer::rtsp2rtmp::Rtsp2RtmpRemuxerSession;
 use serde_json::{json, Value};
-use streamhub::define::{StreamHubEvent, StreamHubEventSender};
+use streamhub::define::{BroadcastEvent, StreamHubEvent, StreamHubEventSender};
+use streamhub::stream::StreamIdentifier;
 use streamhub::StreamsHub;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// Command-line configuration (each flag also reads an environment variable).
 #[derive(Parser, Debug)]
@@ -69,12 +71,23 @@ async fn main() -> anyhow::Result<()> {
     });
 
     // An RTSP publication is mirrored to RTMP (app = first path element).
-    let mut remuxer =
-        rtmp::remuxer::RtmpRemuxer::new(hub.get_client_event_consumer(), producer.clone());
+    let mut publications = hub.get_client_event_consumer();
     hub.set_rtmp_remuxer_enabled(true);
+    let mirror_producer = producer.clone();
     tokio::spawn(async move {
-        if let Err(err) = remuxer.run().await {
-            log::error!("rtsp->rtmp remuxer stopped: {err}");
+        loop {
+            match publications.recv().await {
+                Ok(BroadcastEvent::Publish {
+                    identifier: StreamIdentifier::Rtsp { stream_path },
+                }) => {
+                    tokio::spawn(mirror_to_rtmp(stream_path, mirror_producer.clone()));
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    log::warn!("rtsp->rtmp mirror missed {n} hub events")
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
         }
     });
 
@@ -100,6 +113,36 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
     Ok(())
+}
+
+/// How long a new RTSP publication waits for the RTMP mirror of the previous publication
+/// on the same path to go away.
+const MIRROR_HANDOVER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Mirrors an RTSP publication to RTMP (xiu's remuxer session), and survives a quick
+/// republication: xiu's own remuxer gives up at once ("exists") when a publisher comes back
+/// on the same path before the previous publication's RTMP mirror has been removed (measured:
+/// a reconnect within ~0.5 s), leaving the new publication without a mirror, never counted as
+/// receiving, so never listed as ready. Here the mirror is tried again every 100 ms for up to
+/// [`MIRROR_HANDOVER`].
+async fn mirror_to_rtmp(stream_path: String, producer: StreamHubEventSender) {
+    let started = std::time::Instant::now();
+    loop {
+        let mut session = Rtsp2RtmpRemuxerSession::new(stream_path.clone(), producer.clone());
+        match session.run().await {
+            Ok(()) => return,
+            Err(err)
+                if err.to_string().contains("exists") && started.elapsed() < MIRROR_HANDOVER =>
+            {
+                log::info!("rtsp->rtmp mirror of {stream_path}: the previous publication's mirror is still there; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(err) => {
+                log::error!("rtsp->rtmp mirror of {stream_path} stopped: {err}");
+                return;
+            }
+        }
+    }
 }
 
 /// Asks the hub for the statistics of every stream (xiu's own JSON).
