@@ -85,9 +85,30 @@ fn err(code: StatusCode, e: impl ToString) -> Response {
     (code, Json(json!({ "error": e.to_string() }))).into_response()
 }
 
+/// 200 while the service can take streams (whatever its streams are doing: a stream
+/// falling back or waiting for its input is the stream's state, shown per stream and
+/// counted in `streams`); 503 once it is shutting down.
 async fn health(State(s): State<AppState>) -> Response {
     let workers = s.manager.list();
-    Json(json!({ "status": "ok", "service": "media-service", "workers": workers })).into_response()
+    let mut streams = serde_json::Map::new();
+    for w in &workers {
+        let key = serde_json::to_value(w.status.dubbing)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let n = streams.get(&key).and_then(|v| v.as_u64()).unwrap_or(0);
+        streams.insert(key, json!(n + 1));
+    }
+    let (code, status) = if s.manager.is_shutting_down() {
+        (StatusCode::SERVICE_UNAVAILABLE, "stopping")
+    } else {
+        (StatusCode::OK, "ok")
+    };
+    (
+        code,
+        Json(json!({ "status": status, "service": "media-service", "streams": streams, "workers": workers })),
+    )
+        .into_response()
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {

@@ -57,6 +57,9 @@ fn margin_ms(s: &str) -> Result<u32, String> {
 fn timeout_ms(s: &str) -> Result<u32, String> {
     ranged_u32(s, 200, 600_000, "milliseconds")
 }
+fn keep_count(s: &str) -> Result<u32, String> {
+    ranged_u32(s, 1, 1_000_000, "fragments")
+}
 fn grace_ms(s: &str) -> Result<u32, String> {
     ranged_u32(
         s,
@@ -216,6 +219,9 @@ pub struct Settings {
     /// Write per-fragment artifacts to SEGMENT_DIR.
     #[arg(long, env = "SEGMENT_ARTIFACTS", default_value = "true", value_parser = boolean, action = clap::ArgAction::Set, global = true)]
     pub segment_artifacts: bool,
+    /// Per-fragment WAV pairs kept per stream when SEGMENT_ARTIFACTS is on; older ones are deleted as new ones are written (1..1000000; 600 = an hour of 6 s fragments, about 230 MB).
+    #[arg(long, env = "SEGMENT_ARTIFACTS_KEEP", default_value = "600", value_parser = keep_count, global = true)]
+    pub segment_artifacts_keep: u32,
     /// Length of the audio fragments sent to the STS (ms).
     #[arg(long, env = "FRAGMENT_DURATION_MS", default_value = "6000", value_parser = fragment_ms, global = true)]
     pub fragment_duration_ms: u32,

@@ -150,6 +150,11 @@ impl Manager {
         self.streams.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// SIGTERM received: no stream starts any more.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
     /// Streams and their states.
     pub fn list(&self) -> Vec<StreamView> {
         self.lock()
@@ -241,6 +246,7 @@ impl Manager {
             .ok_or_else(|| ManagerError::NotFound(name.into()))?;
         entry.cancel.cancel();
         let _ = entry.task.await;
+        self.metrics.forget_stream(name);
         info!(stream = %name, "stream removed");
         Ok(())
     }
@@ -265,6 +271,7 @@ impl Manager {
         let mut map = self.lock();
         if map.get(name).is_some_and(|e| e.task.is_finished()) {
             map.remove(name);
+            self.metrics.forget_stream(name);
         }
     }
 
@@ -547,6 +554,8 @@ enum Awaited {
 fn set_waiting(status: &StatusCell, until: Instant) {
     let mut st = lock(status);
     st.state = "waiting_for_input".into();
+    st.dubbing = worker::Dubbing::WaitingForInput;
+    st.fallback_reason = None;
     st.grace_left_ms = Some(until.saturating_duration_since(Instant::now()).as_millis() as u64);
 }
 
@@ -636,6 +645,7 @@ pub fn worker_config(
         resync_tolerance_ms: s.resync_tolerance_ms,
         aac_bitrate: s.aac_bitrate,
         segment_dir: s.segment_artifacts.then(|| s.segment_dir.clone()),
+        segment_keep: s.segment_artifacts_keep,
         mix: s.mix(),
         first_sequence: 0,
     }

@@ -129,6 +129,26 @@ impl Metrics {
         }
     }
 
+    /// Removes every series labelled with `stream` (the stream left the registry): a
+    /// service that runs streams for weeks does not keep one set of series per stream it
+    /// ever ran.
+    pub fn forget_stream(&self, stream: &str) {
+        for outcome in crate::worker::Outcome::ALL {
+            let _ = self
+                .fragments
+                .remove_label_values(&[stream, outcome.as_str()]);
+        }
+        for kind in RESYNC_KINDS {
+            let _ = self.resync_frames.remove_label_values(&[stream, kind]);
+        }
+        let _ = self.av_sync_delta_ms.remove_label_values(&[stream]);
+        let _ = self.inflight.remove_label_values(&[stream]);
+        let _ = self.sts_reconnects.remove_label_values(&[stream]);
+        let _ = self.restarts.remove_label_values(&[stream]);
+        let _ = self.late_answers.remove_label_values(&[stream]);
+        let _ = self.output_delay_ms.remove_label_values(&[stream]);
+    }
+
     /// Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -139,6 +159,9 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 }
+
+/// The `kind` label values of `worker_resync_frames_total`.
+pub const RESYNC_KINDS: [&str; 2] = ["gap", "overlap"];
 
 impl Default for Metrics {
     fn default() -> Self {

@@ -111,6 +111,8 @@ pub struct WorkerConfig {
     pub aac_bitrate: i32,
     /// Where per-fragment artifacts go (`<dir>/<name>/`), if anywhere.
     pub segment_dir: Option<PathBuf>,
+    /// WAV pairs kept per stream in `segment_dir` (SEGMENT_ARTIFACTS_KEEP).
+    pub segment_keep: u32,
     /// How dubbed audio is combined with the original (MIX_MODE, DUCK_DB).
     pub mix: MixConfig,
 }
@@ -131,6 +133,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome.
+    pub const ALL: [Outcome; 4] = [
+        Self::Processed,
+        Self::Fallback,
+        Self::Failed,
+        Self::NoSpeech,
+    ];
+
     /// Metric label.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -272,6 +282,39 @@ fn no_audio_error(stream: &str, uri: &str, tracks: crate::pipeline::TrackLog) ->
 /// nothing can be dubbed or output without the audio track.
 pub const AUDIO_START_TIMEOUT_MS: u64 = 8_000;
 
+/// What a viewer of a stream's output gets now: the operator's one-word answer in
+/// `/health` and `GET /v1/streams`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dubbing {
+    /// No fragment placed yet (the worker is starting, or retrying after an error).
+    #[default]
+    Starting,
+    /// The last fragment went out dubbed, or had no speech (its original is what belongs
+    /// there).
+    Dubbing,
+    /// The last fragment went out with its original audio; `fallback_reason` says why.
+    FallingBack,
+    /// The input stopped; the stream waits INPUT_GRACE_MS for it to come back.
+    WaitingForInput,
+    /// The stream's worker ended (input gone, stopped, or failed for good).
+    Ended,
+}
+
+/// Why a stream is falling back to its original audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackReason {
+    /// No STS session: the STS is unreachable, restarting or still loading its model.
+    StsDown,
+    /// The STS asked the stream to pause (backpressure).
+    StsPaused,
+    /// Answers come too late for the output delay (the STS is overloaded).
+    Late,
+    /// The STS failed or refused the fragment, or answered malformed.
+    StsError,
+}
+
 /// Live state, shared with `/health` and the control API.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct WorkerStatus {
@@ -295,6 +338,11 @@ pub struct WorkerStatus {
     pub failed: u64,
     /// Fragments without speech (original audio).
     pub no_speech: u64,
+    /// What the output carries now.
+    pub dubbing: Dubbing,
+    /// falling_back: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<FallbackReason>,
     /// STS session ready.
     pub sts_ready: bool,
     /// Last error, if any.
@@ -388,6 +436,8 @@ pub async fn run_worker(
     {
         let mut st = lock(&status);
         st.state = "starting".into();
+        st.dubbing = Dubbing::Starting;
+        st.fallback_reason = None;
         st.input = redact::uri(&cfg.input_uri);
         st.output = cfg.output.describe();
     }
@@ -527,8 +577,9 @@ pub async fn run_worker(
                 }
                 {
                     let st = lock(&fragmenter).stats();
-                    metrics.resync_frames.with_label_values(&[&name, "gap"]).inc_by(st.gap_frames_filled - last_stats.gap_frames_filled);
-                    metrics.resync_frames.with_label_values(&[&name, "overlap"]).inc_by(st.overlap_frames_dropped - last_stats.overlap_frames_dropped);
+                    let [gap, overlap] = crate::metrics::RESYNC_KINDS;
+                    metrics.resync_frames.with_label_values(&[&name, gap]).inc_by(st.gap_frames_filled - last_stats.gap_frames_filled);
+                    metrics.resync_frames.with_label_values(&[&name, overlap]).inc_by(st.overlap_frames_dropped - last_stats.overlap_frames_dropped);
                     if st.timeline_jumps > last_stats.timeline_jumps {
                         warn!(stream = %name, jumps = st.timeline_jumps, max_gap_fill_s = crate::fragmenter::MAX_GAP_FILL_NS / 1_000_000_000, "input audio timestamps jumped ahead by more than the longest gap filled with silence; the fragment timeline restarts at the new timestamp");
                     }
@@ -582,6 +633,8 @@ pub async fn run_worker(
     metrics.inflight.with_label_values(&[&name]).set(0);
     {
         let mut st = lock(&status);
+        st.dubbing = Dubbing::Ended;
+        st.fallback_reason = None;
         match &result {
             Ok(WorkerEnd::Finished) => st.state = "finished".into(),
             Ok(WorkerEnd::Cancelled) => st.state = "stopped".into(),
@@ -596,6 +649,35 @@ pub async fn run_worker(
         Err(e) => error!(stream = %name, error = %redact::text(&e.to_string()), "worker failed"),
     }
     result
+}
+
+/// Deletes the artifacts of the fragment `keep` places before `seq` (numbers continue across
+/// a stream's runs, so one deletion per new fragment keeps at most `keep` of each kind).
+pub fn prune_artifacts(dir: &std::path::Path, seq: u64, keep: u32) {
+    let Some(old) = seq.checked_sub(keep as u64) else {
+        return;
+    };
+    for kind in ["original", "dubbed"] {
+        let p = dir.join(format!("{old:06}-{kind}.wav"));
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!(path = %p.display(), error = %e, "cannot delete an old artifact"),
+        }
+    }
+}
+
+/// Why a fragment placed with `outcome` went out original, judged from the session's
+/// state when it is placed (what holds for the fragments that follow); `None` when the
+/// output carries what it should (dubbed, or no speech to dub).
+pub fn fallback_reason(outcome: Outcome, sts_ready: bool, paused: bool) -> Option<FallbackReason> {
+    match outcome {
+        Outcome::Processed | Outcome::NoSpeech => None,
+        Outcome::Failed => Some(FallbackReason::StsError),
+        Outcome::Fallback if !sts_ready => Some(FallbackReason::StsDown),
+        Outcome::Fallback if paused => Some(FallbackReason::StsPaused),
+        Outcome::Fallback => Some(FallbackReason::Late),
+    }
 }
 
 /// Sleeps until `t`, or forever when there is nothing to wait for (a `select!` arm).
@@ -786,12 +868,14 @@ impl Coordinator<'_> {
         let dubber = self.dubber.clone();
         let stream_id = self.cfg.name.clone();
         let seg_dir = self.segment_dir.clone();
+        let keep = self.cfg.segment_keep;
         let format = self.stream_format.clone();
         let why_not = why_not.to_string();
         tokio::spawn(async move {
             let conv = tokio::task::spawn_blocking(move || {
                 let s16 = pcm::internal_to_sts(&pcm48);
                 if let Some(d) = &seg_dir {
+                    prune_artifacts(d, seq, keep);
                     let p = d.join(format!("{seq:06}-original.wav"));
                     if let Err(e) = pcm::write_wav(&p, &s16, STS_RATE, STS_CHANNELS) {
                         warn!(path = %p.display(), error = %e, "cannot write original WAV");
@@ -938,6 +1022,11 @@ impl Coordinator<'_> {
                 } else if !ready {
                     warn!(stream = %name, "STS session lost: fragments go out with original audio until it returns");
                     self.paused = false;
+                    let mut st = lock(&self.status);
+                    if st.dubbing == Dubbing::Dubbing {
+                        st.dubbing = Dubbing::FallingBack;
+                        st.fallback_reason = Some(FallbackReason::StsDown);
+                    }
                 }
             }
             DubEvent::Backpressure(bp) => {
@@ -1155,6 +1244,7 @@ impl Coordinator<'_> {
             .with_label_values(&[&name, rec.status.as_str()])
             .inc();
         {
+            let why = fallback_reason(rec.status, self.dubber.is_ready(), self.paused);
             let mut st = lock(&self.status);
             match rec.status {
                 Outcome::Processed => st.processed += 1,
@@ -1162,6 +1252,12 @@ impl Coordinator<'_> {
                 Outcome::Failed => st.failed += 1,
                 Outcome::NoSpeech => st.no_speech += 1,
             }
+            st.dubbing = if why.is_some() {
+                Dubbing::FallingBack
+            } else {
+                Dubbing::Dubbing
+            };
+            st.fallback_reason = why;
         }
         let stats = self.pending.len();
         info!(stream = %name, seq = rec.sequence, pts_ms = rec.pts_ms, status = rec.status.as_str(), slack_ms, queued = stats,
@@ -1271,5 +1367,90 @@ mod no_audio_tests {
         let e = no_audio_error("s3", "file:///x.mp4", log(&[], &["video/x-h264"]));
         assert!(matches!(e, WorkerError::NoAudio { .. }), "{e}");
         assert!(e.to_string().contains("announced: nothing"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod health_state_tests {
+    use super::*;
+
+    #[test]
+    fn the_output_state_names_why_it_falls_back() {
+        assert_eq!(fallback_reason(Outcome::Processed, true, false), None);
+        // No speech: the original is what belongs there, not a fallback.
+        assert_eq!(fallback_reason(Outcome::NoSpeech, true, false), None);
+        assert_eq!(
+            fallback_reason(Outcome::Fallback, false, false),
+            Some(FallbackReason::StsDown)
+        );
+        assert_eq!(
+            fallback_reason(Outcome::Fallback, true, true),
+            Some(FallbackReason::StsPaused)
+        );
+        assert_eq!(
+            fallback_reason(Outcome::Fallback, true, false),
+            Some(FallbackReason::Late)
+        );
+        assert_eq!(
+            fallback_reason(Outcome::Failed, true, false),
+            Some(FallbackReason::StsError)
+        );
+    }
+
+    #[test]
+    fn a_stream_leaves_no_metric_series_behind() {
+        let m = Metrics::new();
+        for outcome in Outcome::ALL {
+            m.fragments
+                .with_label_values(&["a", outcome.as_str()])
+                .inc();
+            m.fragments
+                .with_label_values(&["b", outcome.as_str()])
+                .inc();
+        }
+        for kind in crate::metrics::RESYNC_KINDS {
+            m.resync_frames.with_label_values(&["a", kind]).inc();
+        }
+        m.inflight.with_label_values(&["a"]).set(1);
+        m.output_delay_ms.with_label_values(&["a"]).set(9000);
+        assert!(m.render().contains("stream=\"a\""));
+        m.forget_stream("a");
+        let text = m.render();
+        assert!(!text.contains("stream=\"a\""), "{text}");
+        // Other streams keep theirs.
+        assert!(text.contains("stream=\"b\""), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod artifact_tests {
+    use super::*;
+
+    #[test]
+    fn only_the_newest_artifacts_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let keep = 3;
+        for seq in 0..10u64 {
+            prune_artifacts(dir.path(), seq, keep);
+            for kind in ["original", "dubbed"] {
+                std::fs::write(dir.path().join(format!("{seq:06}-{kind}.wav")), b"x").unwrap();
+            }
+        }
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "000007-dubbed.wav",
+                "000007-original.wav",
+                "000008-dubbed.wav",
+                "000008-original.wav",
+                "000009-dubbed.wav",
+                "000009-original.wav"
+            ]
+        );
     }
 }

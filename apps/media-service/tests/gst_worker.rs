@@ -183,6 +183,7 @@ async fn dubbed_audio_is_placed_at_fragment_timestamps_and_missing_answers_fall_
         start_timeout_ms: 10_000,
         resync_tolerance_ms: 40,
         first_sequence: 0,
+        segment_keep: 600,
         aac_bitrate: 128_000,
         segment_dir: Some(dir.path().join("seg")),
         // Placement is checked on the dubbed signal alone; voice-over has its own test.
@@ -334,6 +335,7 @@ async fn voice_over_ducks_the_original_under_the_dub_and_no_speech_keeps_it() {
         start_timeout_ms: 10_000,
         resync_tolerance_ms: 40,
         first_sequence: 0,
+        segment_keep: 600,
         aac_bitrate: 128_000,
         segment_dir: Some(dir.path().join("seg")),
         mix: MixConfig {
@@ -435,6 +437,7 @@ async fn sts_unavailable_means_every_fragment_goes_out_original() {
         start_timeout_ms: 10_000,
         resync_tolerance_ms: 40,
         first_sequence: 0,
+        segment_keep: 600,
         aac_bitrate: 96_000,
         segment_dir: None,
         mix: MixConfig::default(),
@@ -506,6 +509,7 @@ async fn cancel_stops_a_running_worker_promptly() {
         start_timeout_ms: 10_000,
         resync_tolerance_ms: 40,
         first_sequence: 0,
+        segment_keep: 600,
         aac_bitrate: 96_000,
         segment_dir: None,
         mix: MixConfig::default(),

@@ -177,6 +177,25 @@ impl Stack {
         }
     }
 
+    /// Polls `/health` every 250 ms (for up to 60 s) until one answer contains every
+    /// needle; the thread's result says whether one did.
+    fn watch_health(&self, needles: &[&str]) -> std::thread::JoinHandle<bool> {
+        let http = self.http;
+        let needles: Vec<String> = needles.iter().map(|n| n.to_string()).collect();
+        std::thread::spawn(move || {
+            let until = std::time::Instant::now() + Duration::from_secs(60);
+            while std::time::Instant::now() < until {
+                if http_get(http, "/health")
+                    .is_some_and(|(_, b)| needles.iter().all(|n| b.contains(n.as_str())))
+                {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            false
+        })
+    }
+
     /// Dubbed fragments of `name` so far (`worker_audio_fragments_total`).
     fn processed(&self, name: &str) -> f64 {
         metric(
@@ -226,7 +245,13 @@ fn rtsp_in_rtmp_out_dubbed_in_sync_via_control_api() {
     .unwrap();
     assert_eq!(code, 409, "a running stream cannot be added twice");
 
+    // What /health says while the stream runs: dubbing.
+    let watch = stack.watch_health(&["\"dubbing\":\"dubbing\""]);
     let rec = stack.record_output(name);
+    assert!(
+        watch.join().unwrap(),
+        "/health never showed the stream dubbing"
+    );
     let (v, a) = stack.probe_both(&rec);
     assert_eq!((v.codec.as_str(), a.codec.as_str()), ("h264", "aac"));
     let dur = v.last_end - v.first_pts;
@@ -309,6 +334,13 @@ fn rtsp_in_rtmp_out_dubbed_in_sync_via_control_api() {
     );
     let (code, _) = http_send(stack.http, "DELETE", &format!("/v1/streams/{name}"), "").unwrap();
     assert_eq!(code, 204);
+    // A removed stream leaves no metric series behind.
+    let m = stack.metrics();
+    assert!(
+        !m.lines()
+            .any(|l| !l.starts_with('#') && l.contains(&format!("stream=\"{name}\""))),
+        "series of the removed stream remain:\n{m}"
+    );
     let (code, _) = http_send(stack.http, "DELETE", &format!("/v1/streams/{name}"), "").unwrap();
     assert_eq!(code, 404);
 }
@@ -321,7 +353,13 @@ fn sts_too_slow_output_keeps_original_audio_and_counts_fallbacks() {
     let clip = stack.dir.path().join("sync.mp4");
     common::make_sync_clip(&clip, 20);
     let _pub = stack.publish(&clip, name);
+    // What /health says while the stream runs: falling back, because answers are late.
+    let watch = stack.watch_health(&["\"falling_back\"", "\"fallback_reason\":\"late\""]);
     let rec = stack.record_output(name);
+    assert!(
+        watch.join().unwrap(),
+        "/health never showed the stream falling back for lateness"
+    );
     let (v, a) = stack.probe_both(&rec);
     assert!(
         v.last_end - v.first_pts > 16.0,
