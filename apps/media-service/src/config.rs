@@ -246,8 +246,8 @@ pub struct Settings {
     /// Poll the media server API for live/<name>/in paths and start a worker for each.
     #[arg(long, env = "DISCOVERY", default_value = "true", value_parser = boolean, action = clap::ArgAction::Set, global = true)]
     pub discovery: bool,
-    /// Discovery poll interval (ms).
-    #[arg(long, env = "DISCOVERY_INTERVAL_MS", default_value = "2000", value_parser = timeout_ms, global = true)]
+    /// Discovery poll interval (ms): a newly published input is read within about this long of becoming ready. One poll is one small HTTP request to the media server's API.
+    #[arg(long, env = "DISCOVERY_INTERVAL_MS", default_value = "250", value_parser = timeout_ms, global = true)]
     pub discovery_interval_ms: u32,
     /// No media from a live input for this long ends its worker (the publisher stopped) (ms). Keep it below OUTPUT_DELAY_MS - FRAGMENT_DURATION_MS - DEADLINE_MARGIN_MS so the last partial fragment still makes its deadline.
     #[arg(long, env = "INPUT_IDLE_TIMEOUT_MS", default_value = "2000", value_parser = timeout_ms, global = true)]

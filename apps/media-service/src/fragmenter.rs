@@ -266,15 +266,20 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_a_week_old_keeps_cutting_in_place() {
-        let week_ns = 7 * 24 * 3600 * NS_PER_S;
-        let mut f = Fragmenter::new(1000, 40);
-        let second = vec![1i16; INTERNAL_RATE as usize * INTERNAL_CHANNELS as usize];
-        assert_eq!(f.push(week_ns, &second).len(), 1);
-        let out = f.push(week_ns + NS_PER_S, &second);
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].start_ns, week_ns + NS_PER_S);
-        assert_eq!(f.stats().gap_frames_filled, 0);
+    fn streams_200_hours_a_week_and_a_year_old_keep_cutting_in_place() {
+        let year_frames = 366 * 24 * 3600 * INTERNAL_RATE as u64;
+        assert_eq!(ns_to_frames(frames_to_ns(year_frames)), year_frames);
+        for hours in [200, 7 * 24, 366 * 24] {
+            let start = hours * 3600 * NS_PER_S;
+            let mut f = Fragmenter::new(1000, 40);
+            let second = vec![1i16; INTERNAL_RATE as usize * INTERNAL_CHANNELS as usize];
+            assert_eq!(f.push(start, &second).len(), 1, "{hours} h");
+            let out = f.push(start + NS_PER_S, &second);
+            assert_eq!(out.len(), 1, "{hours} h");
+            assert_eq!(out[0].start_ns, start + NS_PER_S, "{hours} h");
+            assert_eq!(out[0].duration_ns, NS_PER_S, "{hours} h");
+            assert_eq!(f.stats().gap_frames_filled, 0, "{hours} h");
+        }
     }
 
     fn buf(frames: usize, val: i16) -> Vec<i16> {
