@@ -4,9 +4,12 @@
 
 pub mod access;
 pub mod api;
+pub mod appearances;
+pub mod artifacts;
 pub mod config;
 pub mod dub;
 pub mod fragmenter;
+pub mod ledger;
 pub mod lifecycle;
 pub mod manager;
 pub mod metrics;

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::appearances::Appearances;
 use crate::config::Settings;
 use crate::lifecycle::{self, EndReason, Phase, Policy, RunEnd};
 use crate::metrics::Metrics;
@@ -113,10 +114,8 @@ pub struct Manager {
     settings: Settings,
     metrics: Arc<Metrics>,
     streams: Mutex<BTreeMap<String, Entry>>,
-    /// Names discovery has started for their current appearance on the media server.
-    discovered: Mutex<HashSet<String>>,
-    /// Names discovery could not start for MAX_STREAMS (warned once; tried again each poll).
-    capped: Mutex<HashSet<String>>,
+    /// What discovery has seen on the media server, and started.
+    appearances: Mutex<Appearances>,
     shutdown: CancellationToken,
 }
 
@@ -140,8 +139,7 @@ impl Manager {
             settings,
             metrics,
             streams: Mutex::new(BTreeMap::new()),
-            discovered: Mutex::new(HashSet::new()),
-            capped: Mutex::new(HashSet::new()),
+            appearances: Mutex::new(Appearances::default()),
             shutdown,
         })
     }
@@ -295,6 +293,17 @@ impl Manager {
         let max = Duration::from_millis(s.retry_max_ms as u64);
         let mut restarts = 0u64;
         let mut phase = Phase::Running;
+        // Fragment numbers continue after whatever the stream's artifact directory holds
+        // (an earlier appearance or process), so no artifact is overwritten.
+        let first_sequence = match &cfg.segment_dir {
+            Some(d) => {
+                let dir = d.join(crate::worker::sanitize(&name));
+                tokio::task::spawn_blocking(move || crate::artifacts::next_sequence(&dir))
+                    .await
+                    .unwrap_or(0)
+            }
+            None => 0,
+        };
         let reason = loop {
             let mut run_cfg = cfg.clone();
             match phase {
@@ -335,7 +344,7 @@ impl Manager {
                 }
             }
             // Numbering continues across runs: no fragment number is seen twice.
-            run_cfg.first_sequence = lock(&status).fragments;
+            run_cfg.first_sequence = first_sequence + lock(&status).fragments;
             let from = if matches!(phase, Phase::Backoff) {
                 Phase::Running
             } else {
@@ -382,10 +391,7 @@ impl Manager {
             if reason == EndReason::InputGone {
                 // Discovery may have missed the gap (the server was down while it polled):
                 // let its next sighting count as a new appearance.
-                self.discovered
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&name);
+                lock(&self.appearances).ended(&name);
             }
             // Keep finished API streams visible for GET; drop discovered ones so they can
             // be rediscovered. The task handle is finished only after we return: remove on
@@ -484,17 +490,13 @@ impl Manager {
                         info!("media server API reachable again");
                         warned = false;
                     }
-                    let mut seen = self.discovered.lock().unwrap_or_else(|p| p.into_inner());
-                    let mut capped = self.capped.lock().unwrap_or_else(|p| p.into_inner());
-                    for n in &names {
-                        if !seen.insert(n.clone()) {
-                            continue;
-                        }
+                    let fresh = lock(&self.appearances).poll(&names);
+                    for n in &fresh {
                         // `start` replaces an entry whose worker has ended (its removal
                         // comes a moment later), so a quick republication is not skipped.
                         match self.start(StreamSpec::on_media_server(n), Origin::Discovery) {
                             Ok(_) => {
-                                if capped.remove(n) {
+                                if lock(&self.appearances).started(n) {
                                     info!(stream = %n, "discovered live/{n}/in; started now that a worker slot is free");
                                 } else {
                                     info!(stream = %n, "discovered live/{n}/in");
@@ -504,11 +506,8 @@ impl Manager {
                             Err(ManagerError::Exists(_)) => {
                                 debug!(stream = %n, "worker still running; it retries by itself")
                             }
-                            // Not an appearance handled: try again on the next poll, but
-                            // warn only once per appearance.
                             Err(e @ ManagerError::AtCapacity { .. }) => {
-                                seen.remove(n);
-                                if capped.insert(n.clone()) {
+                                if lock(&self.appearances).at_capacity(n) {
                                     warn!(stream = %n, error = %e, "discovered live/{n}/in not started; it starts when a worker slot is free");
                                 }
                             }
@@ -517,8 +516,6 @@ impl Manager {
                             }
                         }
                     }
-                    seen.retain(|n| names.contains(n));
-                    capped.retain(|n| names.contains(n));
                 }
                 Err(e) => {
                     if !warned {

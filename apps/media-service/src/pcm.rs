@@ -2,8 +2,9 @@
 //! length fitting and WAV artifacts.
 //!
 //! The worker decodes every input to [`INTERNAL_RATE`] stereo S16 so that the STS format
-//! (16 kHz mono) is an exact integer ratio (3:1) away: conversion is a plain polyphase FIR,
-//! sample-exact, with no drift between the original and the dubbed timelines.
+//! (16 kHz mono) is an exact integer ratio (3:1) away: conversion (the resampler both
+//! services share, `livedub_audio::resample`) is sample-exact and centred, with no drift or
+//! shift between the original and the dubbed timelines.
 
 use std::path::Path;
 
@@ -15,101 +16,30 @@ pub const INTERNAL_CHANNELS: u16 = 2;
 pub const STS_RATE: u32 = 16_000;
 /// Channels sent to the STS.
 pub const STS_CHANNELS: u16 = 1;
-/// `INTERNAL_RATE / STS_RATE`.
-const RATIO: usize = 3;
-/// Taps of the anti-alias / anti-image low-pass; odd, so the filter is centred on a sample
-/// and neither direction shifts the timeline.
-const TAPS: usize = 49;
-
-/// Windowed-sinc low-pass at 7.2 kHz for 48 kHz (0.9 of the 16 kHz Nyquist), unity DC gain.
-fn lowpass() -> &'static [f32; TAPS] {
-    use std::sync::OnceLock;
-    static H: OnceLock<[f32; TAPS]> = OnceLock::new();
-    H.get_or_init(|| {
-        let mut h = [0f32; TAPS];
-        let fc = 0.9 * (STS_RATE as f64 / 2.0) / INTERNAL_RATE as f64; // cycles per sample
-        let mid = (TAPS - 1) as f64 / 2.0;
-        let mut sum = 0.0;
-        for (i, v) in h.iter_mut().enumerate() {
-            let x = i as f64 - mid;
-            let sinc = if x == 0.0 {
-                2.0 * fc
-            } else {
-                (2.0 * std::f64::consts::PI * fc * x).sin() / (std::f64::consts::PI * x)
-            };
-            // Blackman window: good stop-band for a short filter.
-            let n = i as f64 / (TAPS - 1) as f64;
-            let w = 0.42 - 0.5 * (2.0 * std::f64::consts::PI * n).cos()
-                + 0.08 * (4.0 * std::f64::consts::PI * n).cos();
-            *v = (sinc * w) as f32;
-            sum += sinc * w;
-        }
-        for v in h.iter_mut() {
-            *v /= sum as f32;
-        }
-        h
-    })
-}
-
-fn clamp16(v: f32) -> i16 {
-    v.round().clamp(i16::MIN as f32, i16::MAX as f32) as i16
-}
-
-/// Interleaved stereo 48 kHz -> mono 16 kHz (average of channels, low-pass, keep 1 of 3).
-/// The output has exactly `frames / 3` samples (`frames` rounded down to a multiple of 3).
+/// Interleaved stereo 48 kHz -> mono 16 kHz (average of the channels, then the shared
+/// band-limited resampler of `livedub_audio`, the one the STS uses). The output has exactly
+/// `frames / 3` samples (`frames` rounded down to a multiple of 3).
 pub fn internal_to_sts(stereo48: &[i16]) -> Vec<i16> {
-    let ch = INTERNAL_CHANNELS as usize;
-    let mono: Vec<f32> = stereo48
-        .chunks_exact(ch)
-        .map(|f| f.iter().map(|&s| s as f32).sum::<f32>() / ch as f32)
-        .collect();
-    let h = lowpass();
-    let half = TAPS / 2;
-    let out_len = mono.len() / RATIO;
-    let mut out = Vec::with_capacity(out_len);
-    for n in 0..out_len {
-        let centre = n * RATIO;
-        let mut acc = 0f32;
-        for (k, &c) in h.iter().enumerate() {
-            // Centred filter: no group delay between input and output timelines.
-            let idx = centre as isize + k as isize - half as isize;
-            if idx >= 0 && (idx as usize) < mono.len() {
-                acc += c * mono[idx as usize];
-            }
-        }
-        out.push(clamp16(acc));
-    }
-    out
+    let f = livedub_audio::i16_to_f32(stereo48);
+    let mono = livedub_audio::deinterleave_mix(&f, INTERNAL_CHANNELS as usize);
+    let frames = mono.len() / (INTERNAL_RATE / STS_RATE) as usize;
+    let mut out = resample_or_silence(&mono, INTERNAL_RATE, STS_RATE);
+    out.resize(frames, 0.0);
+    livedub_audio::f32_to_i16(&out)
 }
 
-/// Mono 16 kHz -> interleaved stereo 48 kHz (zero-stuff by 3, low-pass with gain 3,
-/// duplicate to both channels). Output has exactly `3 * mono16.len()` frames.
+/// Mono 16 kHz -> interleaved stereo 48 kHz (the shared resampler, then the same signal on
+/// both channels). The output has exactly `3 * mono16.len()` frames.
 pub fn sts_to_internal(mono16: &[i16]) -> Vec<i16> {
-    let h = lowpass();
-    let half = TAPS as isize / 2;
-    let frames = mono16.len() * RATIO;
-    let mut out = Vec::with_capacity(frames * INTERNAL_CHANNELS as usize);
-    for m in 0..frames as isize {
-        let mut acc = 0f32;
-        // Only taps that land on a non-zero (original) sample contribute.
-        let first_k = (half - m).rem_euclid(RATIO as isize);
-        let mut k = first_k;
-        while k < TAPS as isize {
-            let pos = m + k - half; // position in the zero-stuffed signal
-            if pos >= 0 && pos % RATIO as isize == 0 {
-                let src = (pos / RATIO as isize) as usize;
-                if src < mono16.len() {
-                    acc += h[k as usize] * mono16[src] as f32;
-                }
-            }
-            k += RATIO as isize;
-        }
-        let v = clamp16(acc * RATIO as f32);
-        for _ in 0..INTERNAL_CHANNELS {
-            out.push(v);
-        }
-    }
-    out
+    let f = livedub_audio::i16_to_f32(mono16);
+    let mut up = resample_or_silence(&f, STS_RATE, INTERNAL_RATE);
+    up.resize(mono16.len() * (INTERNAL_RATE / STS_RATE) as usize, 0.0);
+    livedub_audio::f32_to_i16(&livedub_audio::upmix(&up, INTERNAL_CHANNELS as usize))
+}
+
+/// The two fixed rates above always resample; silence keeps lengths if that ever changed.
+fn resample_or_silence(x: &[f32], from: u32, to: u32) -> Vec<f32> {
+    livedub_audio::resample(x, from, to).unwrap_or_else(|_| Vec::new())
 }
 
 /// Convert interleaved audio of any channel count to mono by averaging.

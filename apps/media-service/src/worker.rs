@@ -20,7 +20,6 @@
 //! non-blocking `try_send`); a plain std thread pops the bus; the coordinator is one tokio
 //! task that never blocks (PCM conversion and WAV writing go to `spawn_blocking`).
 
-use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
@@ -40,7 +39,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::artifacts;
 use crate::fragmenter::{Fragment, Fragmenter};
+use crate::ledger::{AnswerFate, Entry, Ledger, Resolution};
 use crate::metrics::Metrics;
 use crate::mix::{MixConfig, MixMode};
 use crate::pcm::{self, INTERNAL_CHANNELS, INTERNAL_RATE, STS_CHANNELS, STS_RATE};
@@ -367,27 +368,6 @@ enum BusMsg {
     Error { element: String, message: String },
 }
 
-enum Resolution {
-    Dubbed {
-        pcm48: Vec<i16>,
-        processed: Box<FragmentProcessed>,
-        roundtrip: Duration,
-    },
-    Original {
-        outcome: Outcome,
-        reason: String,
-        processed: Option<Box<FragmentProcessed>>,
-    },
-}
-
-struct Pending {
-    frag: Fragment,
-    deadline: Instant,
-    sent_at: Option<Instant>,
-    resolution: Option<Resolution>,
-    decoding: bool,
-}
-
 enum Internal {
     Submitted {
         seq: u64,
@@ -457,6 +437,8 @@ pub async fn run_worker(
     let (bus_tx, mut bus_rx) = mpsc::channel::<BusMsg>(16);
     let bus_stop = Arc::new(AtomicBool::new(false));
     let bus_thread = spawn_bus_thread(&graph, bus_tx, bus_stop.clone(), name.clone());
+    // From here every exit, early returns included, tears the graph down.
+    let teardown = GraphTeardown::new(&graph, bus_stop, bus_thread);
 
     graph
         .pipeline
@@ -479,7 +461,7 @@ pub async fn run_worker(
         metrics: metrics.clone(),
         status: status.clone(),
         hook,
-        pending: VecDeque::new(),
+        ledger: Ledger::default(),
         paused: false,
         segment_dir: cfg
             .segment_dir
@@ -507,11 +489,7 @@ pub async fn run_worker(
     let mut first_input_seen: Option<u64> = None;
     let mut last_stats = crate::fragmenter::ResyncStats::default();
     let result: Result<WorkerEnd, WorkerError> = loop {
-        let next_deadline = co
-            .pending
-            .iter()
-            .find(|p| p.resolution.is_none())
-            .map(|p| p.deadline);
+        let next_deadline = co.ledger.next_deadline();
         tokio::select! {
             _ = cancel.cancelled() => break Ok(WorkerEnd::Cancelled),
             Some(msg) = audio_rx.recv() => match msg {
@@ -595,7 +573,7 @@ pub async fn run_worker(
             }
         }
         co.flush_ready();
-        if input_done && eos_sent_at.is_none() && co.pending.is_empty() && audio_rx.is_empty() {
+        if input_done && eos_sent_at.is_none() && co.ledger.is_empty() && audio_rx.is_empty() {
             lock(&status).state = "draining".into();
             debug!(stream = %name, "all fragments placed; sending EOS to the output audio");
             let _ = graph.appsrc.end_of_stream();
@@ -624,11 +602,7 @@ pub async fn run_worker(
         }
     }
 
-    // Tear down: NULL frees the sockets, threads and buffers of the graph.
-    bus_stop.store(true, Ordering::Relaxed);
-    let pipe = graph.pipeline.clone();
-    let _ = tokio::task::spawn_blocking(move || pipe.set_state(gst::State::Null)).await;
-    let _ = tokio::task::spawn_blocking(move || bus_thread.join()).await;
+    teardown.run().await;
     metrics.active_workers.dec();
     metrics.inflight.with_label_values(&[&name]).set(0);
     {
@@ -649,22 +623,6 @@ pub async fn run_worker(
         Err(e) => error!(stream = %name, error = %redact::text(&e.to_string()), "worker failed"),
     }
     result
-}
-
-/// Deletes the artifacts of the fragment `keep` places before `seq` (numbers continue across
-/// a stream's runs, so one deletion per new fragment keeps at most `keep` of each kind).
-pub fn prune_artifacts(dir: &std::path::Path, seq: u64, keep: u32) {
-    let Some(old) = seq.checked_sub(keep as u64) else {
-        return;
-    };
-    for kind in ["original", "dubbed"] {
-        let p = dir.join(format!("{old:06}-{kind}.wav"));
-        match std::fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => warn!(path = %p.display(), error = %e, "cannot delete an old artifact"),
-        }
-    }
 }
 
 /// Why a fragment placed with `outcome` went out original, judged from the session's
@@ -754,6 +712,61 @@ fn install_appsink(
     );
 }
 
+/// Owns a started graph's teardown: the NULL state (which frees the graph's sockets,
+/// streaming threads and buffers) and the bus thread. [`GraphTeardown::run`] does it on the
+/// normal path; dropping the guard does it on any other (an early `?`, a panic), off the
+/// async threads.
+struct GraphTeardown {
+    pipeline: gst::Pipeline,
+    bus_stop: Arc<AtomicBool>,
+    bus_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GraphTeardown {
+    fn new(
+        graph: &MediaPipeline,
+        bus_stop: Arc<AtomicBool>,
+        bus_thread: std::thread::JoinHandle<()>,
+    ) -> Self {
+        Self {
+            pipeline: graph.pipeline.clone(),
+            bus_stop,
+            bus_thread: Some(bus_thread),
+        }
+    }
+
+    /// The blocking work, once (None when already taken).
+    fn take_work(&mut self) -> Option<impl FnOnce() + Send + 'static> {
+        let thread = self.bus_thread.take()?;
+        let pipeline = self.pipeline.clone();
+        let stop = self.bus_stop.clone();
+        Some(move || {
+            stop.store(true, Ordering::Relaxed);
+            let _ = pipeline.set_state(gst::State::Null);
+            let _ = thread.join();
+        })
+    }
+
+    /// Tears down and waits until the graph is NULL and the bus thread has ended.
+    async fn run(mut self) {
+        if let Some(work) = self.take_work() {
+            let _ = tokio::task::spawn_blocking(work).await;
+        }
+    }
+}
+
+impl Drop for GraphTeardown {
+    fn drop(&mut self) {
+        let Some(work) = self.take_work() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(work)),
+            Err(_) => work(),
+        }
+    }
+}
+
 fn spawn_bus_thread(
     graph: &MediaPipeline,
     tx: mpsc::Sender<BusMsg>,
@@ -800,7 +813,8 @@ struct Coordinator<'a> {
     metrics: Arc<Metrics>,
     status: StatusCell,
     hook: Option<FragmentHook>,
-    pending: VecDeque<Pending>,
+    /// Every fragment not yet pushed to the output, with its stage and deadline.
+    ledger: Ledger,
     paused: bool,
     segment_dir: Option<PathBuf>,
     internal_tx: Option<mpsc::Sender<Internal>>,
@@ -856,13 +870,7 @@ impl Coordinator<'_> {
         } else {
             "no time left before the deadline"
         };
-        self.pending.push_back(Pending {
-            frag,
-            deadline,
-            sent_at: None,
-            resolution: None,
-            decoding: false,
-        });
+        self.ledger.open(frag, deadline);
 
         let tx = self.internal_tx.clone().expect("set before the loop");
         let dubber = self.dubber.clone();
@@ -875,7 +883,7 @@ impl Coordinator<'_> {
             let conv = tokio::task::spawn_blocking(move || {
                 let s16 = pcm::internal_to_sts(&pcm48);
                 if let Some(d) = &seg_dir {
-                    prune_artifacts(d, seq, keep);
+                    artifacts::prune(d, seq, keep);
                     let p = d.join(format!("{seq:06}-original.wav"));
                     if let Err(e) = pcm::write_wav(&p, &s16, STS_RATE, STS_CHANNELS) {
                         warn!(path = %p.display(), error = %e, "cannot write original WAV");
@@ -918,16 +926,8 @@ impl Coordinator<'_> {
         });
     }
 
-    fn find(&mut self, seq: u64) -> Option<&mut Pending> {
-        self.pending.iter_mut().find(|p| p.frag.sequence == seq)
-    }
-
     fn set_inflight(&self) {
-        let n = self
-            .pending
-            .iter()
-            .filter(|p| p.sent_at.is_some() && p.resolution.is_none())
-            .count();
+        let n = self.ledger.in_flight();
         self.metrics
             .inflight
             .with_label_values(&[&self.cfg.name])
@@ -935,37 +935,25 @@ impl Coordinator<'_> {
     }
 
     fn on_internal(&mut self, m: Internal) {
+        let name = self.cfg.name.clone();
         match m {
             Internal::NotSent { seq, reason } => {
-                if let Some(p) = self.find(seq) {
-                    if p.resolution.is_none() {
-                        p.resolution = Some(Resolution::Original {
-                            outcome: Outcome::Fallback,
-                            reason,
-                            processed: None,
-                        });
-                    }
-                }
+                self.ledger.resolve(seq, Instant::now(), |_| {
+                    Resolution::original(Outcome::Fallback, reason)
+                });
             }
             Internal::Submitted {
                 seq,
                 result,
                 sent_at,
             } => {
-                let name = self.cfg.name.clone();
-                if let Some(p) = self.find(seq) {
-                    match result {
-                        Ok(()) => p.sent_at = Some(sent_at),
-                        Err(e) => {
-                            warn!(stream = %name, seq, error = %e, "STS did not take the fragment; original audio");
-                            if p.resolution.is_none() {
-                                p.resolution = Some(Resolution::Original {
-                                    outcome: Outcome::Failed,
-                                    reason: format!("not accepted: {e}"),
-                                    processed: None,
-                                });
-                            }
-                        }
+                match result {
+                    Ok(()) => self.ledger.sent(seq, sent_at),
+                    Err(e) => {
+                        warn!(stream = %name, seq, error = %e, "STS did not take the fragment; original audio");
+                        self.ledger.resolve(seq, Instant::now(), |_| {
+                            Resolution::original(Outcome::Failed, format!("not accepted: {e}"))
+                        });
                     }
                 }
                 self.set_inflight();
@@ -975,19 +963,7 @@ impl Coordinator<'_> {
                 result,
                 processed,
             } => {
-                let name = self.cfg.name.clone();
-                let Some(p) = self.find(seq) else {
-                    self.metrics.late_answers.with_label_values(&[&name]).inc();
-                    return;
-                };
-                p.decoding = false;
-                if p.resolution.is_some() {
-                    // The deadline passed while decoding.
-                    self.metrics.late_answers.with_label_values(&[&name]).inc();
-                    return;
-                }
-                let roundtrip = p.sent_at.map(|t| t.elapsed()).unwrap_or_default();
-                p.resolution = Some(match result {
+                let resolved = self.ledger.resolve(seq, Instant::now(), |roundtrip| match result {
                     Ok(pcm48) => Resolution::Dubbed {
                         pcm48,
                         processed,
@@ -1002,8 +978,14 @@ impl Coordinator<'_> {
                         }
                     }
                 });
-                self.metrics.sts_roundtrip.observe(roundtrip.as_secs_f64());
-                self.set_inflight();
+                match resolved {
+                    Some(roundtrip) => {
+                        self.metrics.sts_roundtrip.observe(roundtrip.as_secs_f64());
+                        self.set_inflight();
+                    }
+                    // The deadline passed while decoding.
+                    None => self.metrics.late_answers.with_label_values(&[&name]).inc(),
+                }
             }
         }
     }
@@ -1040,86 +1022,65 @@ impl Coordinator<'_> {
             DubEvent::Malformed { sequence, error } => {
                 warn!(stream = %name, ?sequence, error = %error, "malformed STS answer");
                 if let Some(seq) = sequence {
-                    if let Some(p) = self.find(seq) {
-                        if p.resolution.is_none() {
-                            p.resolution = Some(Resolution::Original {
-                                outcome: Outcome::Failed,
-                                reason: format!("malformed answer: {error}"),
-                                processed: None,
-                            });
-                        }
-                    }
+                    self.ledger.resolve(seq, Instant::now(), |_| {
+                        Resolution::original(Outcome::Failed, format!("malformed answer: {error}"))
+                    });
                 }
             }
             DubEvent::Processed(processed) => {
                 let seq = processed.sequence_number;
-                let frames = {
-                    let Some(p) = self.find(seq) else {
+                match self.ledger.answer_fate(seq) {
+                    AnswerFate::Awaited => {}
+                    AnswerFate::Gone | AnswerFate::Late => {
                         self.metrics.late_answers.with_label_values(&[&name]).inc();
-                        debug!(stream = %name, seq, "answer after the fragment went out: dropped");
-                        return;
-                    };
-                    if p.resolution.is_some() || p.decoding {
-                        if p.resolution.is_some() {
-                            self.metrics.late_answers.with_label_values(&[&name]).inc();
-                        }
+                        debug!(stream = %name, seq, "answer after the fragment was decided: dropped");
                         return;
                     }
-                    p.frag.frames()
-                };
-                if processed.status == FragmentStatus::NoSpeech {
-                    debug!(stream = %name, seq, "no speech: original audio");
-                    let roundtrip = {
-                        let p = self.find(seq).expect("found above");
-                        let rt = p.sent_at.map(|t| t.elapsed()).unwrap_or_default();
-                        p.resolution = Some(Resolution::Original {
-                            outcome: Outcome::NoSpeech,
-                            reason: "no speech in the fragment: original audio".into(),
-                            processed: Some(processed),
-                        });
-                        rt
-                    };
-                    self.metrics.sts_roundtrip.observe(roundtrip.as_secs_f64());
-                    self.set_inflight();
-                    return;
+                    AnswerFate::Duplicate => return,
                 }
+                let frames = self.ledger.get(seq).map_or(0, |e| e.frag.frames());
                 let usable = matches!(
                     processed.status,
                     FragmentStatus::Success | FragmentStatus::Partial
-                );
-                if !usable || processed.dubbed_audio.is_none() {
-                    let reason = match &processed.error {
-                        Some(e) => format!(
-                            "STS {}: {} {}",
-                            processed.status.as_str(),
-                            e.code.as_str(),
-                            e.message
-                        ),
-                        None => format!("STS {}", processed.status.as_str()),
+                ) && processed.dubbed_audio.is_some();
+                if !usable {
+                    let (outcome, reason) = if processed.status == FragmentStatus::NoSpeech {
+                        debug!(stream = %name, seq, "no speech: original audio");
+                        (
+                            Outcome::NoSpeech,
+                            "no speech in the fragment: original audio".to_string(),
+                        )
+                    } else {
+                        let reason = match &processed.error {
+                            Some(e) => format!(
+                                "STS {}: {} {}",
+                                processed.status.as_str(),
+                                e.code.as_str(),
+                                e.message
+                            ),
+                            None => format!("STS {}", processed.status.as_str()),
+                        };
+                        (Outcome::Failed, reason)
                     };
-                    let roundtrip = {
-                        let p = self.find(seq).expect("found above");
-                        let rt = p.sent_at.map(|t| t.elapsed()).unwrap_or_default();
-                        p.resolution = Some(Resolution::Original {
-                            outcome: Outcome::Failed,
-                            reason,
-                            processed: Some(processed),
-                        });
-                        rt
-                    };
-                    self.metrics.sts_roundtrip.observe(roundtrip.as_secs_f64());
+                    let resolved =
+                        self.ledger
+                            .resolve(seq, Instant::now(), |_| Resolution::Original {
+                                outcome,
+                                reason,
+                                processed: Some(processed),
+                            });
+                    if let Some(roundtrip) = resolved {
+                        self.metrics.sts_roundtrip.observe(roundtrip.as_secs_f64());
+                    }
                     self.set_inflight();
                     return;
                 }
                 let mix = self.cfg.mix;
                 // Voice-over needs the original of the same span; replace does not.
-                let original = match self.find(seq) {
-                    Some(p) => {
-                        p.decoding = true;
-                        (mix.mode == MixMode::VoiceOver).then(|| p.frag.pcm.clone())
-                    }
-                    None => None,
-                };
+                self.ledger.decoding(seq);
+                let original = (mix.mode == MixMode::VoiceOver)
+                    .then(|| self.ledger.get(seq).map(|e| e.frag.pcm.clone()))
+                    .flatten();
                 let tx = self.internal_tx.clone().expect("set before the loop");
                 let format = self.stream_format.clone();
                 let seg_dir = self.segment_dir.clone();
@@ -1148,49 +1109,40 @@ impl Coordinator<'_> {
 
     /// Resolves every unanswered fragment whose deadline has passed with its original audio.
     fn on_deadlines(&mut self) {
-        let now = Instant::now();
-        let name = self.cfg.name.clone();
-        for p in self.pending.iter_mut() {
-            if p.resolution.is_none() && p.deadline <= now {
-                let reason = if p.sent_at.is_some() {
-                    "no answer before the deadline"
-                } else {
-                    "not sent before the deadline"
-                };
-                info!(stream = %name, seq = p.frag.sequence, "{reason}: original audio");
-                p.resolution = Some(Resolution::Original {
-                    outcome: Outcome::Fallback,
-                    reason: reason.into(),
-                    processed: None,
-                });
-            }
+        let name = &self.cfg.name;
+        for (seq, sent) in self.ledger.expire(Instant::now()) {
+            let reason = if sent {
+                "no answer before the deadline"
+            } else {
+                "not sent before the deadline"
+            };
+            info!(stream = %name, seq, "{reason}: original audio");
         }
         self.set_inflight();
     }
 
     /// Pushes resolved fragments to the appsrc in sequence order.
     fn flush_ready(&mut self) {
-        while self.pending.front().is_some_and(|p| p.resolution.is_some()) {
-            let p = self.pending.pop_front().expect("checked");
-            self.push(p);
+        while let Some(e) = self.ledger.pop_ready() {
+            self.push(e);
         }
     }
 
-    fn push(&mut self, p: Pending) {
+    fn push(&mut self, entry: Entry) {
         let name = self.cfg.name.clone();
-        let slack_ms = (p
-            .deadline
+        let (frag, deadline, resolution) = entry.into_resolved();
+        let slack_ms = (deadline
             .saturating_duration_since(Instant::now())
             .as_millis() as i64)
             - (Instant::now()
-                .saturating_duration_since(p.deadline)
+                .saturating_duration_since(deadline)
                 .as_millis() as i64);
         let first = self.first_pts_ns.unwrap_or(0);
         let mut rec = FragmentRecord {
             stream: name.clone(),
-            sequence: p.frag.sequence,
-            pts_ms: (p.frag.start_ns - first) / 1_000_000,
-            duration_ms: p.frag.duration_ns / 1_000_000,
+            sequence: frag.sequence,
+            pts_ms: (frag.start_ns - first) / 1_000_000,
+            duration_ms: frag.duration_ns / 1_000_000,
             status: Outcome::Fallback,
             reason: None,
             sts_status: None,
@@ -1209,7 +1161,7 @@ impl Coordinator<'_> {
             rec.processing_time_ms = Some(pr.processing_time_ms);
             rec.stage_ms = Some(pr.stage_ms);
         };
-        let pcm48 = match p.resolution.expect("only resolved fragments are pushed") {
+        let pcm48 = match resolution {
             Resolution::Dubbed {
                 pcm48,
                 processed,
@@ -1230,11 +1182,11 @@ impl Coordinator<'_> {
                 if let Some(pr) = &processed {
                     fill(&mut rec, pr);
                 }
-                p.frag.pcm
+                frag.pcm
             }
         };
-        let pts = p.frag.start_ns - self.pts_shift_ns.unwrap_or(0).min(p.frag.start_ns);
-        let buf = pipeline::pcm_buffer(&pcm48, pts, p.frag.duration_ns);
+        let pts = frag.start_ns - self.pts_shift_ns.unwrap_or(0).min(frag.start_ns);
+        let buf = pipeline::pcm_buffer(&pcm48, pts, frag.duration_ns);
         if let Err(e) = self.graph.appsrc.push_buffer(buf) {
             // Flushing/EOS: the pipeline is going down; nothing to do but say so.
             debug!(stream = %name, seq = rec.sequence, error = ?e, "appsrc refused the buffer");
@@ -1259,7 +1211,7 @@ impl Coordinator<'_> {
             };
             st.fallback_reason = why;
         }
-        let stats = self.pending.len();
+        let stats = self.ledger.len();
         info!(stream = %name, seq = rec.sequence, pts_ms = rec.pts_ms, status = rec.status.as_str(), slack_ms, queued = stats,
               transcript = %rec.transcript, translation = %rec.translation, "fragment placed");
         if let Some(h) = &self.hook {
@@ -1268,7 +1220,7 @@ impl Coordinator<'_> {
         if let Some(dir) = self.segment_dir.clone() {
             let line = serde_json::to_string(&rec).unwrap_or_default();
             tokio::task::spawn_blocking(move || {
-                let path = dir.join("fragments.jsonl");
+                let path = dir.join(artifacts::LOG_FILE);
                 match OpenOptions::new().create(true).append(true).open(&path) {
                     Ok(mut f) => {
                         let _ = writeln!(f, "{line}");
@@ -1419,38 +1371,5 @@ mod health_state_tests {
         assert!(!text.contains("stream=\"a\""), "{text}");
         // Other streams keep theirs.
         assert!(text.contains("stream=\"b\""), "{text}");
-    }
-}
-
-#[cfg(test)]
-mod artifact_tests {
-    use super::*;
-
-    #[test]
-    fn only_the_newest_artifacts_are_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let keep = 3;
-        for seq in 0..10u64 {
-            prune_artifacts(dir.path(), seq, keep);
-            for kind in ["original", "dubbed"] {
-                std::fs::write(dir.path().join(format!("{seq:06}-{kind}.wav")), b"x").unwrap();
-            }
-        }
-        let mut left: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
-        assert_eq!(
-            left,
-            [
-                "000007-dubbed.wav",
-                "000007-original.wav",
-                "000008-dubbed.wav",
-                "000008-original.wav",
-                "000009-dubbed.wav",
-                "000009-original.wav"
-            ]
-        );
     }
 }

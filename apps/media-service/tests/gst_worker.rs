@@ -14,7 +14,7 @@ use gstreamer::prelude::*;
 use media_service::fragmenter::Fragmenter;
 use media_service::metrics::Metrics;
 use media_service::mix::{MixConfig, MixMode};
-use media_service::pipeline::{internal_caps, OutputTarget};
+use media_service::pipeline::internal_caps;
 use media_service::worker::{
     run_worker, DubEvent, Dubber, FragmentRecord, Outcome, WorkerConfig, WorkerEnd,
 };
@@ -173,17 +173,6 @@ async fn dubbed_audio_is_placed_at_fragment_timestamps_and_missing_answers_fall_
         no_speech_seq: None,
     });
     let cfg = WorkerConfig {
-        name: "placement".into(),
-        input_uri: media_service::pipeline::input_uri(input.to_str().unwrap()).unwrap(),
-        output: OutputTarget::parse(output.to_str().unwrap()).unwrap(),
-        fragment_ms: 2000,
-        delay_ms: 4000,
-        deadline_margin_ms: 400,
-        idle_timeout_ms: 3000,
-        start_timeout_ms: 10_000,
-        resync_tolerance_ms: 40,
-        first_sequence: 0,
-        segment_keep: 600,
         aac_bitrate: 128_000,
         segment_dir: Some(dir.path().join("seg")),
         // Placement is checked on the dubbed signal alone; voice-over has its own test.
@@ -191,6 +180,7 @@ async fn dubbed_audio_is_placed_at_fragment_timestamps_and_missing_answers_fall_
             mode: MixMode::Replace,
             ..MixConfig::default()
         },
+        ..common::worker_config("placement", &input, &output)
     };
     let metrics = Arc::new(Metrics::new());
     let records: Arc<Mutex<Vec<FragmentRecord>>> = Arc::default();
@@ -325,23 +315,13 @@ async fn voice_over_ducks_the_original_under_the_dub_and_no_speech_keeps_it() {
         no_speech_seq: Some(1),
     });
     let cfg = WorkerConfig {
-        name: "voiceover".into(),
-        input_uri: media_service::pipeline::input_uri(input.to_str().unwrap()).unwrap(),
-        output: OutputTarget::parse(output.to_str().unwrap()).unwrap(),
-        fragment_ms: 2000,
-        delay_ms: 4000,
-        deadline_margin_ms: 400,
-        idle_timeout_ms: 3000,
-        start_timeout_ms: 10_000,
-        resync_tolerance_ms: 40,
-        first_sequence: 0,
-        segment_keep: 600,
         aac_bitrate: 128_000,
         segment_dir: Some(dir.path().join("seg")),
         mix: MixConfig {
             mode: MixMode::VoiceOver,
             duck_db: -15.0,
         },
+        ..common::worker_config("voiceover", &input, &output)
     };
     let metrics = Arc::new(Metrics::new());
     let records: Arc<Mutex<Vec<FragmentRecord>>> = Arc::default();
@@ -426,22 +406,7 @@ async fn sts_unavailable_means_every_fragment_goes_out_original() {
         ready: AtomicBool::new(false),
         no_speech_seq: None,
     });
-    let cfg = WorkerConfig {
-        name: "down".into(),
-        input_uri: media_service::pipeline::input_uri(input.to_str().unwrap()).unwrap(),
-        output: OutputTarget::parse(output.to_str().unwrap()).unwrap(),
-        fragment_ms: 2000,
-        delay_ms: 4000,
-        deadline_margin_ms: 400,
-        idle_timeout_ms: 3000,
-        start_timeout_ms: 10_000,
-        resync_tolerance_ms: 40,
-        first_sequence: 0,
-        segment_keep: 600,
-        aac_bitrate: 96_000,
-        segment_dir: None,
-        mix: MixConfig::default(),
-    };
+    let cfg = common::worker_config("down", &input, &output);
     let metrics = Arc::new(Metrics::new());
     let end = tokio::time::timeout(
         Duration::from_secs(30),
@@ -498,22 +463,7 @@ async fn cancel_stops_a_running_worker_promptly() {
         ready: AtomicBool::new(true),
         no_speech_seq: None,
     });
-    let cfg = WorkerConfig {
-        name: "cancel".into(),
-        input_uri: media_service::pipeline::input_uri(input.to_str().unwrap()).unwrap(),
-        output: OutputTarget::parse(dir.path().join("o.mp4").to_str().unwrap()).unwrap(),
-        fragment_ms: 2000,
-        delay_ms: 4000,
-        deadline_margin_ms: 400,
-        idle_timeout_ms: 3000,
-        start_timeout_ms: 10_000,
-        resync_tolerance_ms: 40,
-        first_sequence: 0,
-        segment_keep: 600,
-        aac_bitrate: 96_000,
-        segment_dir: None,
-        mix: MixConfig::default(),
-    };
+    let cfg = common::worker_config("cancel", &input, &dir.path().join("o.mp4"));
     let cancel = CancellationToken::new();
     let c2 = cancel.clone();
     tokio::spawn(async move {

@@ -122,6 +122,13 @@ pub enum ConnectError {
         /// Timeout.
         timeout: Duration,
     },
+    /// [`StsClient::close`] was called while the connection was being made: the new
+    /// connection was closed at once instead of being kept.
+    #[error("the client was closed while connecting to the STS at {url}")]
+    Closed {
+        /// URL.
+        url: String,
+    },
 }
 
 /// Errors of a request with an ack.
@@ -254,11 +261,11 @@ impl StsClient {
     async fn first_connect_loop(self, tx: mpsc::Sender<ClientEvent>) {
         let mut delay = self.inner.cfg.reconnect_min;
         loop {
-            if self.inner.closed.load(Ordering::Relaxed) {
+            if self.inner.closed.load(Ordering::SeqCst) {
                 return;
             }
             match self.try_connect(tx.clone()).await {
-                Ok(()) => return,
+                Ok(()) | Err(ConnectError::Closed { .. }) => return,
                 Err(e) => {
                     warn!(url = %self.inner.cfg.url, error = %e, retry_in_ms = delay.as_millis() as u64, "STS connection failed; retrying");
                     tokio::time::sleep(delay).await;
@@ -406,7 +413,21 @@ impl StsClient {
             })?;
         match tokio::time::timeout(cfg.connect_timeout, wrx).await {
             Ok(Ok(Ok(()))) => {
-                *self.inner.client.write().await = Some(client);
+                {
+                    // `close` sets `closed` before it takes the client out under this lock:
+                    // either it finds this client stored, or this sees `closed` (a close
+                    // racing the first connect must not leave a client reconnecting forever).
+                    let mut slot = self.inner.client.write().await;
+                    if self.inner.closed.load(Ordering::SeqCst) {
+                        drop(slot);
+                        self.inner.connected.store(false, Ordering::SeqCst);
+                        let _ = client.disconnect().await;
+                        return Err(ConnectError::Closed {
+                            url: cfg.url.clone(),
+                        });
+                    }
+                    *slot = Some(client);
+                }
                 let _ = tx
                     .send(ClientEvent::Connected {
                         generation: self.generation(),
@@ -572,8 +593,8 @@ impl StsClient {
 
     /// Closes the connection and stops reconnecting.
     pub async fn close(&self) {
-        self.inner.closed.store(true, Ordering::Relaxed);
-        self.inner.connected.store(false, Ordering::Relaxed);
+        self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.connected.store(false, Ordering::SeqCst);
         if let Some(c) = self.inner.client.write().await.take() {
             let _ = c.disconnect().await;
         }

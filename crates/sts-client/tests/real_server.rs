@@ -303,3 +303,46 @@ async fn reconnects_after_the_server_restarts() {
     assert_eq!(p.sequence_number, 2);
     client.close().await;
 }
+
+/// `sts_connected_clients` of the server on `port`, read over plain HTTP.
+async fn connected_clients(port: u16) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("metrics connection");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("metrics request");
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.expect("metrics answer");
+    body.lines()
+        .find_map(|l| l.strip_prefix("sts_connected_clients "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sts_connected_clients in /metrics: {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_racing_the_first_connect_leaves_no_connection() {
+    let port = free_port();
+    let _srv = start_server(port, None).await;
+    // Close at several points of the first connection's handshake, the window between
+    // the transport connecting and the client being stored included.
+    let mut clients = Vec::new();
+    for delay_ms in [0u64, 1, 2, 3, 5, 8, 12, 20, 30, 50, 80, 120] {
+        let (client, rx) = StsClient::spawn(cfg(port));
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        client.close().await;
+        clients.push((client, rx));
+    }
+    // Longer than the reconnect backoff (cfg: at most 1 s): a client left behind would
+    // be connected (or reconnected) by now.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        connected_clients(port).await,
+        0,
+        "a closed client stayed connected"
+    );
+    for (client, _) in &clients {
+        assert!(!client.is_connected());
+    }
+}

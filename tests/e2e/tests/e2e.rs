@@ -1750,6 +1750,10 @@ async fn test_env_config_overrides() -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
         );
         ensure!(
+            !run.processed.is_empty(),
+            "the STS answered no fragment of {stream}: nothing shows PROCESSING_TIMEOUT in effect"
+        );
+        ensure!(
             run.processed.iter().all(|p| p["status"] == "timeout"),
             "fragments sent by the media-service should time out at the STS: {:?}",
             run.processed

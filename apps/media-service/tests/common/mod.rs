@@ -479,3 +479,28 @@ pub fn irregular_video_steps(path: &Path, frame_s: f64) -> (usize, usize) {
         .count();
     (pts.len(), bad)
 }
+
+/// A worker config for file-to-file tests: 2 s fragments, 4 s delay, no artifacts, the
+/// default mix; tests override what they are about with struct update syntax.
+pub fn worker_config(
+    name: &str,
+    input: &Path,
+    output: &Path,
+) -> media_service::worker::WorkerConfig {
+    media_service::worker::WorkerConfig {
+        name: name.into(),
+        input_uri: media_service::pipeline::input_uri(input.to_str().unwrap()).unwrap(),
+        output: media_service::pipeline::OutputTarget::parse(output.to_str().unwrap()).unwrap(),
+        fragment_ms: 2000,
+        delay_ms: 4000,
+        deadline_margin_ms: 400,
+        idle_timeout_ms: 3000,
+        start_timeout_ms: 10_000,
+        resync_tolerance_ms: 40,
+        first_sequence: 0,
+        segment_keep: 600,
+        aac_bitrate: 96_000,
+        segment_dir: None,
+        mix: media_service::mix::MixConfig::default(),
+    }
+}
