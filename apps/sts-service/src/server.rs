@@ -802,6 +802,8 @@ async fn on_fragment(
     v: Value,
     ack: AckSender,
 ) {
+    // `answer_within_ms` counts from receipt.
+    let received = Instant::now();
     let mut to = FragmentRejecter {
         st: &st,
         s: &s,
@@ -941,6 +943,9 @@ async fn on_fragment(
         source_language: entry.init.source_language.clone(),
         target_language: entry.init.target_language.clone(),
         voice: entry.init.voice.clone(),
+        deadline: frag
+            .answer_within_ms
+            .map(|ms| received + Duration::from_millis(u64::from(ms))),
     };
     let st2 = st.clone();
     // Ask for a processing slot here, in the handler, so slots go out in acceptance order.

@@ -126,6 +126,60 @@ async fn slow_fragment_is_answered_as_timeout() {
     srv.wait().await.unwrap();
 }
 
+/// `answer_within_ms` as a fragment's deadline: a fragment that waits past it is answered
+/// `timeout` without being processed, counted in `sts_fragments_shed_total`, and the
+/// fragments behind it are not delayed by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragments_past_their_deadline_are_shed_unprocessed() {
+    let srv = start_server(&[
+        "--mode",
+        "echo",
+        "--echo-delay-ms",
+        "800",
+        "--max-inflight",
+        "1",
+    ])
+    .await;
+    let c = connect(srv.addr, None).await.expect("connect");
+    assert_eq!(
+        c.call("stream:init", init_payload("dl", 16000, 1)).await["status"],
+        "ready"
+    );
+    let s = vec![100i16; 16000];
+    // 0: no deadline (a 1.2 client). 1: useless after 300 ms, but it waits ~800 ms for the
+    // slot. 2: plenty of time.
+    for (seq, within) in [(0u64, None), (1, Some(300)), (2, Some(10_000))] {
+        let mut f = fragment_payload("dl", seq, 16000, 1, &s);
+        if let Some(ms) = within {
+            f["answer_within_ms"] = json!(ms);
+        }
+        assert_eq!(c.call("fragment:data", f).await["status"], "accepted");
+    }
+    let answer = |seq: u64| {
+        c.wait_for("fragment:processed", Duration::from_secs(10), move |v| {
+            v["sequence_number"] == seq
+        })
+    };
+    let (a0, a1, a2) = (answer(0).await, answer(1).await, answer(2).await);
+    assert_eq!(a0["status"], "success", "{a0}");
+    assert_eq!(a1["status"], "timeout", "{a1}");
+    assert_eq!(a1["error"]["code"], "PROCESSING_TIMEOUT", "{a1}");
+    assert!(
+        a1["error"]["message"].as_str().unwrap().contains("shed before asr"),
+        "{a1}"
+    );
+    assert!(a1.get("dubbed_audio").is_none(), "{a1}");
+    assert_eq!(a2["status"], "success", "{a2}");
+    // 2 ran right after 0: the shed fragment took no processing time.
+    let t2 = a2["processing_time_ms"].as_u64().unwrap();
+    assert!(t2 < 2 * 800 + 500, "fragment 2 waited {t2} ms");
+    let m = metrics_text(srv.addr).await;
+    assert!(m.contains("sts_fragments_shed_total{stage=\"asr\"} 1"), "{m}");
+    assert!(m.contains("sts_fragments_total{status=\"timeout\"} 1"), "{m}");
+    srv.shutdown();
+    srv.wait().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_token_is_required_when_configured() {
     let srv = start_server(&["--mode", "echo", "--sts-auth-token", "s3cret"]).await;
