@@ -900,7 +900,9 @@ impl Coordinator<'_> {
             }
             // The STS sheds the fragment instead of working on it once the answer could no
             // longer be placed (protocol 1.3; older servers ignore the field).
-            let answer_within_ms = deadline.saturating_duration_since(Instant::now()).as_millis();
+            let answer_within_ms = deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis();
             if answer_within_ms == 0 {
                 let reason = "no time left before the deadline".to_string();
                 let _ = tx.send(Internal::NotSent { seq, reason }).await;

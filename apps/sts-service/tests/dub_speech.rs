@@ -180,7 +180,13 @@ async fn stereo_48k_stream_gets_stereo_48k_answer_of_exact_length() {
 /// The value of one sample line of a Prometheus text exposition (0 when absent).
 fn metric(text: &str, series: &str) -> f64 {
     text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
         .unwrap_or(0.0)
 }
 
@@ -216,7 +222,10 @@ async fn a_backlog_past_its_deadlines_is_shed_not_transcribed() {
     let transcribed = metric(&m, "sts_stage_duration_seconds_count{stage=\"asr\"}");
     eprintln!("shed before asr {before_asr}, before tts {before_tts}; transcribed {transcribed}");
     assert_eq!(before_asr + before_tts, 3.0, "every fragment was shed: {m}");
-    assert!(before_asr >= 2.0, "the queued ones were not transcribed: {m}");
+    assert!(
+        before_asr >= 2.0,
+        "the queued ones were not transcribed: {m}"
+    );
     assert!(transcribed <= 1.0, "at most the first was transcribed: {m}");
     srv.shutdown();
     srv.wait().await.unwrap();
