@@ -906,6 +906,16 @@ impl Coordinator<'_> {
                 let _ = tx.send(Internal::NotSent { seq, reason }).await;
                 return;
             }
+            // The STS sheds the fragment instead of working on it once the answer could no
+            // longer be placed (protocol 1.3; older servers ignore the field).
+            let answer_within_ms = deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis();
+            if answer_within_ms == 0 {
+                let reason = "no time left before the deadline".to_string();
+                let _ = tx.send(Internal::NotSent { seq, reason }).await;
+                return;
+            }
             let fd = FragmentData {
                 fragment_id: format!("{stream_id}-{seq}"),
                 stream_id,
@@ -913,6 +923,7 @@ impl Coordinator<'_> {
                 pts_ms: (pts_ns / 1_000_000) as i64,
                 duration_ms,
                 audio: AudioPayload::from_samples(&format, &s16),
+                answer_within_ms: Some(u32::try_from(answer_within_ms).unwrap_or(u32::MAX)),
             };
             let sent_at = Instant::now();
             let result = dubber.submit(fd).await;

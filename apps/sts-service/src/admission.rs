@@ -3,7 +3,7 @@
 //! (MAX_QUEUED_BYTES_PER_SESSION), and who owns a stream id.
 //!
 //! The types here know nothing of sockets beyond their id ([`Sid`]), so each rule is unit
-//! tested on its own; `server.rs` applies them under its locks.
+//! tested on its own; the `server` handlers apply them under their locks.
 
 use socketioxide::socket::Sid;
 use std::collections::HashMap;

@@ -32,6 +32,9 @@ pub struct Metrics {
     pub admission_refused: IntCounterVec,
     /// `sts_queued_bytes`: decoded PCM of accepted, unanswered fragments (all connections).
     pub queued_bytes: IntGauge,
+    /// `sts_fragments_shed_total{stage=asr|tts}`: fragments answered `timeout` without
+    /// running `stage` (and what follows it) because their `answer_within_ms` had passed.
+    pub shed: IntCounterVec,
 }
 
 impl Metrics {
@@ -111,8 +114,17 @@ impl Metrics {
             "Decoded PCM bytes of accepted fragments not yet answered (all connections)",
         )
         .expect("valid metric");
+        let shed = IntCounterVec::new(
+            Opts::new(
+                "sts_fragments_shed_total",
+                "Fragments past their answer_within_ms deadline answered timeout without running the stage named, by stage",
+            ),
+            &["stage"],
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(stage.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(shed.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(stage.clone()),
             Box::new(fragment.clone()),
             Box::new(fragments.clone()),
             Box::new(rejected.clone()),
@@ -134,6 +146,9 @@ impl Metrics {
         for s in ["success", "partial", "failed", "timeout", "no_speech"] {
             fragments.with_label_values(&[s]);
         }
+        for s in ["asr", "tts"] {
+            shed.with_label_values(&[s]);
+        }
         for l in crate::admission::Limit::ALL {
             admission_refused.with_label_values(&[l.as_str()]);
         }
@@ -151,6 +166,7 @@ impl Metrics {
             ready,
             admission_refused,
             queued_bytes,
+            shed,
         }
     }
 

@@ -4,7 +4,7 @@
 //! threads, DSP (resampling, gate, fit) in `spawn_blocking`.
 
 use crate::config::{Config, Mode, TranslationProvider, TtsProvider};
-use crate::engines::asr::{Asr, AsrSettings};
+use crate::engines::asr::{Asr, AsrError, AsrSettings};
 use crate::engines::mel::SAMPLE_RATE as ASR_RATE;
 use crate::engines::translate::{Apertium, Translator, APERTIUM_MODES_DIR};
 use crate::engines::tts::Tts;
@@ -38,6 +38,44 @@ pub struct Job {
     pub target_language: String,
     /// Requested voice.
     pub voice: Option<String>,
+    /// When the client's answer stops being of use (from `answer_within_ms`): stages not
+    /// started by then are not run.
+    pub deadline: Option<Instant>,
+}
+
+/// Why a fragment's processing stopped before its answer was complete.
+#[derive(Debug)]
+enum Stop {
+    /// A stage failed: answered `failed`.
+    Failed(ErrorBody),
+    /// The fragment's deadline passed before `stage` began: answered `timeout`, the rest of
+    /// the work is not done.
+    Shed {
+        /// The stage that was not run (`asr` covers everything; `tts` means ASR ran).
+        stage: &'static str,
+        /// How far past the deadline the fragment was.
+        late_ms: u64,
+    },
+}
+
+impl From<ErrorBody> for Stop {
+    fn from(e: ErrorBody) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+/// `Err(Stop::Shed)` once `job`'s deadline has passed.
+fn check_deadline(job: &Job, stage: &'static str) -> Result<(), Stop> {
+    match job
+        .deadline
+        .and_then(|d| Instant::now().checked_duration_since(d))
+    {
+        Some(late) => Err(Stop::Shed {
+            stage,
+            late_ms: late.as_millis() as u64,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The loaded engines of full mode.
@@ -209,15 +247,14 @@ impl Pipeline {
             stage_ms: StageMs::default(),
             error: None,
         };
-        if self.mode == Mode::Echo || self.engines.is_none() {
-            tokio::time::sleep(self.echo_delay).await;
-            ev.dubbed_audio = Some(AudioPayload::from_samples(&job.format, &job.samples));
-            ev.processing_time_ms = start.elapsed().as_millis() as u64;
-            return ev;
-        }
-        match self.run_full(&job, &mut ev).await {
+        let outcome = if self.mode == Mode::Echo || self.engines.is_none() {
+            self.run_echo(&job, &mut ev).await
+        } else {
+            self.run_full(&job, &mut ev).await
+        };
+        match outcome {
             Ok(()) => {}
-            Err(mut body) => {
+            Err(Stop::Failed(mut body)) => {
                 // Provider errors may quote what a provider answered (which may echo a key
                 // or a URL); nothing configured as a secret leaves in an event or a log.
                 body.message = self.redactor.clean(&body.message);
@@ -225,15 +262,33 @@ impl Pipeline {
                 ev.dubbed_audio = None;
                 ev.error = Some(body);
             }
+            Err(Stop::Shed { stage, late_ms }) => {
+                self.metrics.shed.with_label_values(&[stage]).inc();
+                ev.status = FragmentStatus::Timeout;
+                ev.dubbed_audio = None;
+                ev.error = Some(ErrorBody::new(
+                    ErrorCode::ProcessingTimeout,
+                    format!("shed before {stage}: its answer_within_ms passed {late_ms} ms earlier, so the client no longer waits for it"),
+                ));
+            }
         }
         ev.processing_time_ms = start.elapsed().as_millis() as u64;
         ev
     }
 
-    async fn run_full(&self, job: &Job, ev: &mut FragmentProcessed) -> Result<(), ErrorBody> {
+    async fn run_echo(&self, job: &Job, ev: &mut FragmentProcessed) -> Result<(), Stop> {
+        check_deadline(job, "asr")?;
+        tokio::time::sleep(self.echo_delay).await;
+        ev.dubbed_audio = Some(AudioPayload::from_samples(&job.format, &job.samples));
+        Ok(())
+    }
+
+    async fn run_full(&self, job: &Job, ev: &mut FragmentProcessed) -> Result<(), Stop> {
         let Some(engines) = &self.engines else {
-            return Err(ErrorBody::new(ErrorCode::Internal, "no engines loaded"));
+            return Err(ErrorBody::new(ErrorCode::Internal, "no engines loaded").into());
         };
+        // A fragment that waited past its deadline for a processing slot is not started.
+        check_deadline(job, "asr")?;
         let fmt = job.format.clone();
         let target_frames = fmt.frames_for_ms(job.duration_ms);
         let internal =
@@ -256,9 +311,15 @@ impl Pipeline {
         if speechy {
             let out = engines
                 .asr
-                .transcribe(audio16, &job.source_language)
+                .transcribe(audio16, &job.source_language, job.deadline)
                 .await
-                .map_err(|e| ErrorBody::new(ErrorCode::AsrFailed, e.to_string()))?;
+                .map_err(|e| match e {
+                    AsrError::PastDeadline { late_ms } => Stop::Shed {
+                        stage: "asr",
+                        late_ms,
+                    },
+                    e => ErrorBody::new(ErrorCode::AsrFailed, e.to_string()).into(),
+                })?;
             tracing::debug!(stream = %job.stream_id, seq = job.sequence_number, no_speech = out.no_speech_prob, logprob = out.avg_logprob, text = %out.text, "asr");
             ev.transcript = out.text;
         }
@@ -283,6 +344,7 @@ impl Pipeline {
         }
 
         // --- TTS: normal rate, then faster if it does not fit ---
+        check_deadline(job, "tts")?;
         let t = Instant::now();
         let fmt = job.format.clone();
         let target_s = f64::from(job.duration_ms) / 1000.0;

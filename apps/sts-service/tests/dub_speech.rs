@@ -177,6 +177,60 @@ async fn stereo_48k_stream_gets_stereo_48k_answer_of_exact_length() {
     srv.wait().await.unwrap();
 }
 
+/// The value of one sample line of a Prometheus text exposition (0 when absent).
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Three streams' fragments queue for the one ASR thread with 150 ms to live: the thread
+/// does not transcribe the ones whose deadline passed while they waited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_past_its_deadlines_is_shed_not_transcribed() {
+    let srv = start_server(&[]).await;
+    let c = connect(srv.addr, None).await.expect("connect");
+    let speech = spoken_words(&ENGLISH[..3]);
+    let streams = ["shed-a", "shed-b", "shed-c"];
+    for id in streams {
+        let ack = c.call("stream:init", init_payload(id, 16000, 1)).await;
+        assert_eq!(ack["status"], "ready", "{ack}");
+    }
+    for id in streams {
+        let mut f = fragment_payload(id, 0, 16000, 1, &speech);
+        f["answer_within_ms"] = json!(150);
+        assert_eq!(c.call("fragment:data", f).await["status"], "accepted");
+    }
+    for id in streams {
+        let ev = c
+            .wait_for("fragment:processed", Duration::from_secs(60), move |v| {
+                v["stream_id"] == id
+            })
+            .await;
+        assert_eq!(ev["status"], "timeout", "{ev}");
+        assert!(ev.get("dubbed_audio").is_none(), "{ev}");
+    }
+    let m = metrics_text(srv.addr).await;
+    let before_asr = metric(&m, "sts_fragments_shed_total{stage=\"asr\"}");
+    let before_tts = metric(&m, "sts_fragments_shed_total{stage=\"tts\"}");
+    let transcribed = metric(&m, "sts_stage_duration_seconds_count{stage=\"asr\"}");
+    eprintln!("shed before asr {before_asr}, before tts {before_tts}; transcribed {transcribed}");
+    assert_eq!(before_asr + before_tts, 3.0, "every fragment was shed: {m}");
+    assert!(
+        before_asr >= 2.0,
+        "the queued ones were not transcribed: {m}"
+    );
+    assert!(transcribed <= 1.0, "at most the first was transcribed: {m}");
+    srv.shutdown();
+    srv.wait().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_language_pair_is_rejected_at_init() {
     let srv = start_server(&[]).await;

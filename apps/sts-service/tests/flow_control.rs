@@ -126,6 +126,77 @@ async fn slow_fragment_is_answered_as_timeout() {
     srv.wait().await.unwrap();
 }
 
+/// `answer_within_ms` as a fragment's deadline: a fragment that waits past it is answered
+/// `timeout` without being processed, counted in `sts_fragments_shed_total`, and the
+/// fragments behind it are not delayed by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragments_past_their_deadline_are_shed_unprocessed() {
+    // Two slots and a queue of two: all four fragments are accepted (the 4th pauses).
+    let srv = start_server(&[
+        "--mode",
+        "echo",
+        "--echo-delay-ms",
+        "800",
+        "--max-inflight",
+        "2",
+    ])
+    .await;
+    let c = connect(srv.addr, None).await.expect("connect");
+    assert_eq!(
+        c.call("stream:init", init_payload("dl", 16000, 1)).await["status"],
+        "ready"
+    );
+    let s = vec![100i16; 16000];
+    // 0 and 1: no deadline (a 1.2 client); they hold both slots for ~800 ms. 2: useless
+    // after 300 ms, but it waits ~800 ms for a slot. 3: plenty of time.
+    for (seq, within) in [(0u64, None), (1, None), (2, Some(300)), (3, Some(10_000))] {
+        let mut f = fragment_payload("dl", seq, 16000, 1, &s);
+        if let Some(ms) = within {
+            f["answer_within_ms"] = json!(ms);
+        }
+        let ack = c.call("fragment:data", f).await;
+        assert_eq!(ack["status"], "accepted", "fragment {seq}: {ack}");
+    }
+    let answer = |seq: u64| {
+        c.wait_for("fragment:processed", Duration::from_secs(10), move |v| {
+            v["sequence_number"] == seq
+        })
+    };
+    let (a0, a1) = (answer(0).await, answer(1).await);
+    let (shed, a3) = (answer(2).await, answer(3).await);
+    assert_eq!(a0["status"], "success", "{a0}");
+    assert_eq!(a1["status"], "success", "{a1}");
+    assert_eq!(shed["status"], "timeout", "{shed}");
+    assert_eq!(shed["error"]["code"], "PROCESSING_TIMEOUT", "{shed}");
+    assert!(
+        shed["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shed before asr"),
+        "{shed}"
+    );
+    assert!(shed.get("dubbed_audio").is_none(), "{shed}");
+    assert_eq!(a3["status"], "success", "{a3}");
+    // 3 ran as soon as 0 or 1 freed a slot: the shed fragment took no processing time.
+    let t3 = a3["processing_time_ms"].as_u64().unwrap();
+    assert!(t3 < 2 * 800 + 500, "fragment 3 waited {t3} ms");
+    let m = metrics_text(srv.addr).await;
+    assert!(
+        m.contains("sts_fragments_shed_total{stage=\"asr\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("sts_fragments_shed_total{stage=\"tts\"} 0"),
+        "{m}"
+    );
+    assert!(
+        m.contains("sts_fragments_total{status=\"timeout\"} 1"),
+        "{m}"
+    );
+    srv.shutdown();
+    srv.wait().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_token_is_required_when_configured() {
     let srv = start_server(&["--mode", "echo", "--sts-auth-token", "s3cret"]).await;

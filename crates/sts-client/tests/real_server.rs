@@ -91,6 +91,7 @@ fn fragment(stream: &str, seq: u64) -> FragmentData {
         pts_ms: seq as i64 * 1000,
         duration_ms: 1000,
         audio: AudioPayload::from_samples(&AudioFormat::pcm_s16le(16_000, 1), &samples),
+        answer_within_ms: None,
     }
 }
 

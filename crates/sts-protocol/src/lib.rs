@@ -19,7 +19,7 @@ mod error;
 pub use error::{ErrorBody, ErrorCode, ProtocolError};
 
 /// Version of this wire contract, reported in the `stream:init` ready ack.
-pub const PROTOCOL_VERSION: &str = "1.2";
+pub const PROTOCOL_VERSION: &str = "1.3";
 
 /// The only sample format accepted on the wire.
 pub const PCM_S16LE: &str = "pcm_s16le";
@@ -291,6 +291,12 @@ pub struct FragmentData {
     pub duration_ms: u32,
     /// The audio, in the stream's declared format.
     pub audio: AudioPayload,
+    /// How long after the server receives this fragment its answer is still of use to the
+    /// client (ms; since 1.3). Past it the server answers `timeout` without running the
+    /// stages it has not started (it sheds the work). Absent: only the server's
+    /// PROCESSING_TIMEOUT applies. Relative, so the two clocks need not agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_within_ms: Option<u32>,
 }
 
 impl FragmentData {

@@ -20,6 +20,7 @@ fn fragment(duration_ms: u32, samples: usize) -> FragmentData {
         pts_ms: 0,
         duration_ms,
         audio: AudioPayload::from_samples(&fmt, &vec![7i16; samples]),
+        answer_within_ms: None,
     }
 }
 
@@ -215,7 +216,7 @@ fn acks_serialise_with_status_tag() {
     };
     let v = serde_json::to_value(&ready).unwrap();
     assert_eq!(v["status"], "ready");
-    assert_eq!(v["protocol_version"], "1.2");
+    assert_eq!(v["protocol_version"], "1.3");
     assert!(v.get("resume_token").is_none(), "absent when None: {v}");
     // A 1.1 server's ack (no resume_token) still parses.
     let old: StreamInitAck = serde_json::from_value(json!({"status": "ready", "session_id": "s",
@@ -418,4 +419,20 @@ fn init_request_carries_the_resume_token_beside_the_init_fields() {
     assert_eq!(resume_token_of(&json!({"resume_token": ""})), None);
     let long = "x".repeat(MAX_RESUME_TOKEN_LEN + 1);
     assert_eq!(resume_token_of(&json!({ "resume_token": long })), None);
+}
+
+#[test]
+fn answer_within_ms_is_optional_both_ways() {
+    // A 1.2 client's fragment (no field) parses, and a fragment without it is sent as 1.2
+    // servers know it.
+    let mut f = fragment(1000, 16000);
+    let v = serde_json::to_value(&f).unwrap();
+    assert!(v.get("answer_within_ms").is_none(), "{v}");
+    let back: FragmentData = parse_payload(v.clone()).unwrap();
+    assert_eq!(back.answer_within_ms, None);
+    f.answer_within_ms = Some(2400);
+    let v = serde_json::to_value(&f).unwrap();
+    assert_eq!(v["answer_within_ms"], 2400);
+    let back: FragmentData = parse_payload(v).unwrap();
+    assert_eq!(back.answer_within_ms, Some(2400));
 }

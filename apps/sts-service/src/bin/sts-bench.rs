@@ -159,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
             source_language: "en".into(),
             target_language: "es".into(),
             voice: None,
+            deadline: None,
         };
         pipeline.process(job(0)).await;
         let (mut asr, mut mt, mut tts, mut fit, mut total) =

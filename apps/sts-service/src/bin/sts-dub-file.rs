@@ -202,6 +202,7 @@ async fn run_local(
                 source_language: args.source_language.clone(),
                 target_language: args.target_language.clone(),
                 voice: None,
+                deadline: None,
             })
             .await;
         res.insert(i as u64, ev);

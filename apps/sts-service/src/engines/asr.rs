@@ -13,6 +13,7 @@ use ct2rs::sys::{
 };
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 /// Errors of the ASR engine.
@@ -32,6 +33,12 @@ pub enum AsrError {
     /// The engine thread is gone.
     #[error("ASR engine thread stopped")]
     Stopped,
+    /// The job's deadline had passed when the ASR thread reached it: not run.
+    #[error("deadline passed {late_ms} ms before ASR could start")]
+    PastDeadline {
+        /// How long past its deadline the job was when its turn came.
+        late_ms: u64,
+    },
     /// The language is not supported by the model.
     #[error("language {lang:?} not supported by {model} (accepted: {accepted})")]
     Language {
@@ -90,6 +97,8 @@ pub struct AsrInfo {
 struct Job {
     audio: Vec<f32>,
     language: String,
+    /// Past this the answer is of no use: the job is not run.
+    deadline: Option<Instant>,
     reply: oneshot::Sender<Result<AsrOutput, AsrError>>,
 }
 
@@ -158,13 +167,21 @@ impl Asr {
     }
 
     /// Transcribes 16 kHz mono audio. Runs on the ASR thread; jobs from all streams are
-    /// served in arrival order. A job whose caller gave up (timeout) is skipped.
-    pub async fn transcribe(&self, audio: Vec<f32>, language: &str) -> Result<AsrOutput, AsrError> {
+    /// served in arrival order. A job whose caller gave up (timeout) is skipped, and one
+    /// whose `deadline` has passed when its turn comes is answered
+    /// [`AsrError::PastDeadline`] without running.
+    pub async fn transcribe(
+        &self,
+        audio: Vec<f32>,
+        language: &str,
+        deadline: Option<Instant>,
+    ) -> Result<AsrOutput, AsrError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job {
                 audio,
                 language: language.to_string(),
+                deadline,
                 reply,
             })
             .await
@@ -264,6 +281,13 @@ impl Engine {
         while let Some(job) = rx.blocking_recv() {
             if job.reply.is_closed() {
                 continue; // the fragment already timed out
+            }
+            let now = Instant::now();
+            if let Some(late) = job.deadline.and_then(|d| now.checked_duration_since(d)) {
+                let _ = job.reply.send(Err(AsrError::PastDeadline {
+                    late_ms: late.as_millis() as u64,
+                }));
+                continue;
             }
             let res = self.transcribe(&job.audio, &job.language);
             let _ = job.reply.send(res);
