@@ -64,6 +64,22 @@ impl From<ErrorBody> for Stop {
     }
 }
 
+/// A `success` answer for `job` with nothing in it yet.
+fn empty_answer(job: &Job) -> FragmentProcessed {
+    FragmentProcessed {
+        fragment_id: job.fragment_id.clone(),
+        stream_id: job.stream_id.clone(),
+        sequence_number: job.sequence_number,
+        status: FragmentStatus::Success,
+        dubbed_audio: None,
+        transcript: String::new(),
+        translated_text: String::new(),
+        processing_time_ms: 0,
+        stage_ms: StageMs::default(),
+        error: None,
+    }
+}
+
 /// `Err(Stop::Shed)` once `job`'s deadline has passed.
 fn check_deadline(job: &Job, stage: &'static str) -> Result<(), Stop> {
     match job
@@ -235,18 +251,7 @@ impl Pipeline {
     /// Processes one fragment. Never fails: errors become a `failed` answer.
     pub async fn process(&self, job: Job) -> FragmentProcessed {
         let start = Instant::now();
-        let mut ev = FragmentProcessed {
-            fragment_id: job.fragment_id.clone(),
-            stream_id: job.stream_id.clone(),
-            sequence_number: job.sequence_number,
-            status: FragmentStatus::Success,
-            dubbed_audio: None,
-            transcript: String::new(),
-            translated_text: String::new(),
-            processing_time_ms: 0,
-            stage_ms: StageMs::default(),
-            error: None,
-        };
+        let mut ev = empty_answer(&job);
         let outcome = if self.mode == Mode::Echo || self.engines.is_none() {
             self.run_echo(&job, &mut ev).await
         } else {
@@ -262,18 +267,32 @@ impl Pipeline {
                 ev.dubbed_audio = None;
                 ev.error = Some(body);
             }
-            Err(Stop::Shed { stage, late_ms }) => {
-                self.metrics.shed.with_label_values(&[stage]).inc();
-                ev.status = FragmentStatus::Timeout;
-                ev.dubbed_audio = None;
-                ev.error = Some(ErrorBody::new(
-                    ErrorCode::ProcessingTimeout,
-                    format!("shed before {stage}: its answer_within_ms passed {late_ms} ms earlier, so the client no longer waits for it"),
-                ));
-            }
+            Err(Stop::Shed { stage, late_ms }) => self.shed(&mut ev, stage, late_ms),
         }
         ev.processing_time_ms = start.elapsed().as_millis() as u64;
         ev
+    }
+
+    /// The answer for a fragment whose deadline passed while it waited for its stream's
+    /// processing slot: `timeout`, counted as shed before ASR, nothing run.
+    pub fn shed_queued(&self, job: &Job) -> FragmentProcessed {
+        let late_ms = job
+            .deadline
+            .and_then(|d| Instant::now().checked_duration_since(d))
+            .map_or(0, |late| late.as_millis() as u64);
+        let mut ev = empty_answer(job);
+        self.shed(&mut ev, "asr", late_ms);
+        ev
+    }
+
+    fn shed(&self, ev: &mut FragmentProcessed, stage: &'static str, late_ms: u64) {
+        self.metrics.shed.with_label_values(&[stage]).inc();
+        ev.status = FragmentStatus::Timeout;
+        ev.dubbed_audio = None;
+        ev.error = Some(ErrorBody::new(
+            ErrorCode::ProcessingTimeout,
+            format!("shed before {stage}: its answer_within_ms passed {late_ms} ms earlier, so the client no longer waits for it"),
+        ));
     }
 
     async fn run_echo(&self, job: &Job, ev: &mut FragmentProcessed) -> Result<(), Stop> {

@@ -279,8 +279,14 @@ async fn run_fragment(
         job.sequence_number,
     );
     let entry2 = entry.clone();
+    let deadline = job.deadline;
     let res = tokio::time::timeout(timeout, async move {
-        let _permit = slot_rx.await;
+        // A fragment whose deadline passes while it waits for a slot is answered then, so
+        // it stops holding a place in its stream's queue (and the slot goes to the next).
+        let _permit = tokio::select! {
+            permit = slot_rx => permit,
+            () = sleep_until_opt(deadline) => return Some(pipeline.shed_queued(&job)),
+        };
         // A stream whose connection dropped (or that was taken over) discards its results:
         // do not spend an engine on them, and free the audio now.
         if lock(&entry2.state).is_closed() {
@@ -355,5 +361,13 @@ async fn run_fragment(
     }
     if let Some(totals) = complete {
         st.finish_stream(&entry, totals).await;
+    }
+}
+
+/// Sleeps until `t`, or forever without one (a `select!` arm).
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
     }
 }
