@@ -30,7 +30,7 @@ export E2E_BACKEND
 INPUT ?= tests/e2e/fixtures/test_streams/30s-counting-english.mp4
 OUTPUT ?= out/demo-dubbed.mp4
 
-.PHONY: help setup deps models media-server python build test unit e2e demo bench fuzz lint fmt clean-cache images test-compose
+.PHONY: help setup deps models media-server python build test unit e2e soak demo bench fuzz lint fmt clean-cache images test-compose
 
 help:
 	@echo "make demo    dub $(INPUT) into Spanish -> $(OUTPUT) (INPUT=/OUTPUT= to override)"
@@ -38,6 +38,7 @@ help:
 	@echo "make e2e     the e2e suite alone, native backend (E2E_BACKEND=compose make e2e: compose)"
 	@echo "make images  build the compositions' images without a registry (needs a Docker engine)"
 	@echo "make test-compose  the e2e suite against the two docker-compose projects"
+	@echo "make soak    one live stream for SOAK_MINUTES (30) with faults on a schedule, then its figures"
 	@echo "make bench   STS latency benchmark (tiny.en, base, faster-whisper baseline)"
 	@echo "make lint    cargo fmt --check + clippy -D warnings"
 	@echo "make setup   install Debian packages, models, media server, Python venv"
@@ -87,6 +88,13 @@ test-compose:
 	@$(MAKE) --no-print-directory e2e E2E_BACKEND=compose
 
 test: unit e2e
+
+# One live stream for SOAK_MINUTES through a pair of its own (local media server, real STS,
+# media-service) with faults on a schedule, then a table of output gaps, dubbing, resources
+# and A/V offset (docs/e2e.md "Soak"). Not part of `make test`; native backend only.
+SOAK_MINUTES ?= 30
+soak: setup build
+	SOAK_MINUTES=$(SOAK_MINUTES) E2E_BACKEND=native $(CARGO_TARGET_DIR)/debug/soak
 
 demo: setup build
 	@scripts/demo-dub.sh "$(INPUT)" "$(OUTPUT)"

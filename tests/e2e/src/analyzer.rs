@@ -160,19 +160,8 @@ impl StreamReport {
             ]);
             cmd.arg("-show_packets");
         }
-        let out = cmd.arg(path).output().map_err(|source| AnalyzeError::Run {
-            tool: "ffprobe",
-            file: file.clone(),
-            source,
-        })?;
-        if !out.status.success() {
-            return Err(AnalyzeError::Failed {
-                tool: "ffprobe",
-                file,
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Self::from_ffprobe_json(&String::from_utf8_lossy(&out.stdout))
+        let stdout = run_tool("ffprobe", &file, cmd.arg(path))?;
+        Self::from_ffprobe_json(&String::from_utf8_lossy(&stdout))
             .map_err(|message| AnalyzeError::Parse { file, message })
     }
 
@@ -334,27 +323,41 @@ impl StreamReport {
 
 /// Decodes the first audio stream of `path` to mono samples at the fingerprint rate.
 pub fn decode_audio_mono(path: &Path) -> Result<Vec<f32>, AnalyzeError> {
-    let file = path.display().to_string();
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-nostdin", "-i"])
+    decode_audio_mono_at(path, fingerprint::SAMPLE_RATE)
+}
+
+/// Mono 48 kHz samples of a media file's first audio stream.
+pub fn decode_audio_48k(path: &Path) -> Result<Vec<f32>, AnalyzeError> {
+    decode_audio_mono_at(path, 48_000)
+}
+
+/// Decodes the first audio stream of `path` to mono samples at `rate` Hz.
+pub fn decode_audio_mono_at(path: &Path, rate: u32) -> Result<Vec<f32>, AnalyzeError> {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-v", "error", "-nostdin", "-i"])
         .arg(path)
         .args(["-map", "0:a:0", "-ac", "1", "-ar"])
-        .arg(fingerprint::SAMPLE_RATE.to_string())
-        .args(["-f", "s16le", "-"])
-        .output()
-        .map_err(|source| AnalyzeError::Run {
-            tool: "ffmpeg",
-            file: file.clone(),
-            source,
-        })?;
+        .arg(rate.to_string())
+        .args(["-f", "s16le", "-"]);
+    let pcm = run_tool("ffmpeg", &path.display().to_string(), &mut cmd)?;
+    Ok(fingerprint::pcm_s16le_to_f32(&pcm))
+}
+
+/// Runs `tool` (ffmpeg/ffprobe) on `file` and returns its standard output.
+fn run_tool(tool: &'static str, file: &str, cmd: &mut Command) -> Result<Vec<u8>, AnalyzeError> {
+    let out = cmd.output().map_err(|source| AnalyzeError::Run {
+        tool,
+        file: file.to_string(),
+        source,
+    })?;
     if !out.status.success() {
         return Err(AnalyzeError::Failed {
-            tool: "ffmpeg",
-            file,
+            tool,
+            file: file.to_string(),
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
-    Ok(fingerprint::pcm_s16le_to_f32(&out.stdout))
+    Ok(out.stdout)
 }
 
 /// RMS level in dBFS of `samples` (very negative for silence).
@@ -368,6 +371,122 @@ pub fn rms_db(samples: &[f32]) -> f64 {
         .sum::<f64>()
         / samples.len() as f64;
     10.0 * (ms + 1e-15).log10()
+}
+
+/// Amplitude (dB re full scale) of `freq` in `x` (48 kHz), by Goertzel.
+pub fn tone_level_db(x: &[f32], freq: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * freq / 48_000.0;
+    let c = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0f64, 0f64);
+    for &v in x {
+        let s = f64::from(v) + c * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    let p = (s1 * s1 + s2 * s2 - c * s1 * s2).max(1e-30);
+    20.0 * (2.0 * p.sqrt() / x.len() as f64).log10()
+}
+
+/// The median (the upper one of an even count; NaN when empty).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Sync marks: a bright square in a dark corner of the picture and a tone burst in the
+/// audio at the same instant (the soak's source has one every second). The tone is above
+/// the 8 kHz the STS hears and the TTS speaks, so it survives the dubbing (ducked by the
+/// voice-over mix) and is never confused with the dubbed voice.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SyncMarks {
+    /// The watched region, as ffmpeg's `crop` takes it (`w:h:x:y`).
+    pub crop: &'static str,
+    /// Tone frequency (Hz).
+    pub tone_hz: f64,
+    /// Tone level (dBFS over 5 ms) above which a burst starts.
+    pub threshold_db: f64,
+}
+
+impl SyncMarks {
+    /// The marks of the soak source (`soak::make_source`): a 64x64 square at (8, 8), a
+    /// 9 kHz burst of 60 ms (-9 dBFS mono; about -24 under the ducked voice-over).
+    pub const SOAK: SyncMarks = SyncMarks {
+        crop: "56:56:12:12",
+        tone_hz: 9000.0,
+        threshold_db: -30.0,
+    };
+
+    /// Times (s, the file's timeline) where the watched region turns bright.
+    pub fn flash_times(&self, path: &Path) -> Result<Vec<f64>, AnalyzeError> {
+        let file = path.display().to_string();
+        let mut cmd = Command::new("ffprobe");
+        cmd.args(["-v", "error", "-f", "lavfi"])
+            .arg(format!("movie={file},crop={},signalstats", self.crop))
+            .args([
+                "-show_entries",
+                "frame=pts_time:frame_tags=lavfi.signalstats.YAVG",
+            ])
+            .args(["-of", "csv=p=0"]);
+        let out = run_tool("ffprobe", &file, &mut cmd)?;
+        let bright = String::from_utf8_lossy(&out)
+            .lines()
+            .filter_map(|l| {
+                let (t, y) = l.split_once(',')?;
+                let (t, y): (f64, f64) = (t.parse().ok()?, y.trim().parse().ok()?);
+                (y > 100.0).then_some(t)
+            })
+            .collect::<Vec<_>>();
+        Ok(onsets(bright, 0.5))
+    }
+
+    /// Onsets (s from the first sample) of tone bursts in 48 kHz mono `x`: 5 ms blocks
+    /// whose tone level crosses the threshold after at least 300 ms below it.
+    pub fn tone_onsets(&self, x: &[f32]) -> Vec<f64> {
+        const BLOCK: usize = 240;
+        let loud = x
+            .chunks_exact(BLOCK)
+            .enumerate()
+            .filter(|(_, b)| tone_level_db(b, self.tone_hz) > self.threshold_db)
+            .map(|(i, _)| (i * BLOCK) as f64 / 48_000.0)
+            .collect::<Vec<_>>();
+        onsets(loud, 0.3)
+    }
+
+    /// For every flash with a tone onset within 0.5 s: onset - flash (s; positive when the
+    /// audio comes late).
+    pub fn av_offsets(&self, path: &Path) -> Result<Vec<f64>, AnalyzeError> {
+        let report = StreamReport::probe(path, true)?;
+        let audio_start = report.audio_pts().first().copied().unwrap_or(0.0);
+        let tones: Vec<f64> = self
+            .tone_onsets(&decode_audio_48k(path)?)
+            .into_iter()
+            .map(|t| t + audio_start)
+            .collect();
+        Ok(self
+            .flash_times(path)?
+            .into_iter()
+            .filter_map(|f| {
+                tones
+                    .iter()
+                    .map(|t| t - f)
+                    .filter(|d| d.abs() < 0.5)
+                    .min_by(|a, b| a.abs().total_cmp(&b.abs()))
+            })
+            .collect())
+    }
+}
+
+/// The first time of each run of `times` (sorted) whose members are less than `gap` apart.
+fn onsets(times: Vec<f64>, gap: f64) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut last = f64::NEG_INFINITY;
+    for t in times {
+        if t - last >= gap {
+            out.push(t);
+        }
+        last = t;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -435,6 +554,41 @@ mod tests {
         assert!(StreamReport::from_ffprobe_json("{}").is_err());
         let none = StreamReport::from_ffprobe_json(r#"{"streams": []}"#).unwrap();
         assert!(none.sync().is_none());
+    }
+
+    #[test]
+    fn tone_bursts_are_found_where_they_start() {
+        let marks = SyncMarks::SOAK;
+        // 3 s at 48 kHz: bursts of 60 ms at 0.5 s and 1.5 s, a weak one (-40 dB) at 2.5 s,
+        // and a loud 1 kHz tone throughout (a voice is not a mark).
+        let x: Vec<f32> = (0..144_000)
+            .map(|i| {
+                let t = i as f64 / 48_000.0;
+                let burst = |at: f64, amp: f64| {
+                    if (at..at + 0.06).contains(&t) {
+                        amp * (2.0 * std::f64::consts::PI * 9000.0 * t).sin()
+                    } else {
+                        0.0
+                    }
+                };
+                (0.5 * (2.0 * std::f64::consts::PI * 1000.0 * t).sin()
+                    + burst(0.5, 0.1)
+                    + burst(1.5, 0.1)
+                    + burst(2.5, 0.01)) as f32
+            })
+            .collect();
+        let on = marks.tone_onsets(&x);
+        assert_eq!(on.len(), 2, "{on:?}");
+        assert!(
+            (on[0] - 0.5).abs() < 0.006 && (on[1] - 1.5).abs() < 0.006,
+            "{on:?}"
+        );
+        assert_eq!(
+            onsets(vec![0.0, 0.01, 0.02, 1.0, 1.2, 3.0], 0.5),
+            vec![0.0, 1.0, 3.0]
+        );
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert!(median(Vec::new()).is_nan());
     }
 
     #[test]

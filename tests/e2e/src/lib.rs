@@ -2,23 +2,27 @@
 //!
 //! - [`stack`]: the system under test as native processes or docker-compose projects;
 //! - [`process`]: child processes in their own process groups, killed on drop and Ctrl-C;
-//! - [`media`]: ffmpeg publisher (RTSP/TCP) and output recorder (RTMP -> FLV);
+//! - [`media`]: ffmpeg publisher (RTSP/TCP) and output recorders (RTMP -> FLV);
 //! - [`analyzer`]: ffprobe codecs/durations/per-packet PTS and A/V sync measures;
 //! - [`monitor`]: Socket.IO observer of the STS (`monitor:subscribe`);
 //! - [`prom`]: Prometheus text-format parser;
 //! - [`fingerprint`]: spectral audio fingerprints (dubbed vs original audio);
 //! - [`http`]: tiny blocking HTTP GET for health checks and scrapes;
-//! - [`contract`]: env contracts, compose files and `.env.e2e.example` files.
+//! - [`contract`]: env contracts, compose files and `.env.e2e.example` files;
+//! - [`flv`]: FLV tags as they arrive (the live recorder's arrival times);
+//! - [`soak`]: the soak (faults on a schedule, output gaps, resources, A/V offset).
 
 pub mod analyzer;
 pub mod compose;
 pub mod contract;
 pub mod fingerprint;
+pub mod flv;
 pub mod http;
 pub mod media;
 pub mod monitor;
 pub mod process;
 pub mod prom;
+pub mod soak;
 pub mod stack;
 
 use std::path::PathBuf;

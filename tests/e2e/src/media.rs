@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::flv::Tag;
 use crate::process::{ManagedProcess, ProcessError};
 
 /// Where a media server listens (as seen from the test process).
@@ -53,19 +54,29 @@ impl Publisher {
         file: &Path,
         log: &Path,
     ) -> Result<Self, ProcessError> {
+        Self::start_at(server, name, file, log, Duration::ZERO)
+    }
+
+    /// [`start`](Self::start) from `offset` into the file (from the key frame at or
+    /// before it): an encoder that reconnects goes on with the live content, not from the
+    /// beginning.
+    pub fn start_at(
+        server: &MediaServerAddr,
+        name: &str,
+        file: &Path,
+        log: &Path,
+        offset: Duration,
+    ) -> Result<Self, ProcessError> {
         let mut cmd = Command::new("ffmpeg");
-        cmd.args([
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "warning",
-            "-re",
-            "-i",
-        ])
-        .arg(file)
-        .args(["-map", "0:v:0", "-map", "0:a:0", "-c", "copy"])
-        .args(["-rtsp_transport", "tcp", "-f", "rtsp"])
-        .arg(server.input_url(name));
+        cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"]);
+        if !offset.is_zero() {
+            cmd.arg("-ss").arg(format!("{:.3}", offset.as_secs_f64()));
+        }
+        cmd.arg("-i")
+            .arg(file)
+            .args(["-map", "0:v:0", "-map", "0:a:0", "-c", "copy"])
+            .args(["-rtsp_transport", "tcp", "-f", "rtsp"])
+            .arg(server.input_url(name));
         let process = ManagedProcess::spawn(&format!("publisher {name}"), cmd, Some(log))?;
         Ok(Self {
             process,
@@ -92,6 +103,34 @@ impl Publisher {
     pub fn stop(&mut self) {
         self.process.stop_with(true, Duration::from_secs(2));
     }
+
+    /// Freezes the publisher (SIGSTOP): its connection stays open and nothing is sent, as
+    /// with a stalled uplink. [`resume`](Self::resume) lets it go on.
+    pub fn pause(&self) {
+        self.process.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused publisher go on (SIGCONT); with `-re` it then sends what it owes.
+    pub fn resume(&self) {
+        self.process.signal(libc::SIGCONT);
+    }
+}
+
+/// `ffmpeg` reading `live/<name>/out` from the media server's RTMP port, up to (not
+/// including) its output options.
+fn play_command(server: &MediaServerAddr, name: &str) -> Command {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-y"])
+        .args(["-rw_timeout", "15000000"])
+        .args(["-rtmp_app", "live", "-rtmp_playpath"])
+        .arg(format!("{name}/out"))
+        // The output may start with video only (the audio of a stream joins a little
+        // later): probe long enough to see both streams.
+        .args(["-analyzeduration", "15000000", "-probesize", "20000000"])
+        .args(["-rtmp_live", "live", "-i"])
+        .arg(format!("rtmp://{}:{}", server.host, server.rtmp_port))
+        .args(["-map", "0:v", "-map", "0:a", "-c", "copy"]);
+    cmd
 }
 
 /// Shared state between the recorder thread and its owner.
@@ -141,18 +180,8 @@ impl Recorder {
             std::thread::spawn(move || {
                 let deadline = Instant::now() + give_up;
                 while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                    let mut cmd = Command::new("ffmpeg");
-                    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-y"])
-                        .args(["-rw_timeout", "15000000"])
-                        .args(["-rtmp_app", "live", "-rtmp_playpath"])
-                        .arg(format!("{name}/out"))
-                        // The output may start with video only (the audio of a stream joins
-                        // a little later): probe long enough to see both streams.
-                        .args(["-analyzeduration", "15000000", "-probesize", "20000000"])
-                        .args(["-rtmp_live", "live", "-i"])
-                        .arg(format!("rtmp://{}:{}", server.host, server.rtmp_port))
-                        .args(["-map", "0:v", "-map", "0:a", "-c", "copy", "-f", "flv"])
-                        .arg(&path_buf);
+                    let mut cmd = play_command(&server, &name);
+                    cmd.args(["-f", "flv"]).arg(&path_buf);
                     let attempt_start = Instant::now();
                     let proc =
                         match ManagedProcess::spawn(&format!("recorder {name}"), cmd, Some(&log)) {
@@ -252,6 +281,134 @@ impl Recorder {
 }
 
 impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// One connection of a [`LiveRecorder`]: its file and when each of its tags arrived.
+#[derive(Debug, Clone)]
+pub struct RecordedSegment {
+    /// The FLV file of this connection.
+    pub path: PathBuf,
+    /// When the connection was made (seconds since the recorder's epoch).
+    pub connected_s: f64,
+    /// Every audio/video tag with its arrival time (seconds since the recorder's epoch).
+    pub tags: Vec<(f64, Tag)>,
+}
+
+impl RecordedSegment {
+    /// Tags that carry media (codec configuration left out).
+    pub fn media_tags(&self) -> impl Iterator<Item = &(f64, Tag)> {
+        self.tags.iter().filter(|(_, t)| !t.config)
+    }
+}
+
+/// Records `live/<name>/out` for as long as it runs, across the output's ends and
+/// returns: each time the output (re)appears a new connection writes a new file
+/// (`<stem>-000.flv`, `-001`, ...), and every tag's arrival time is kept, so that gaps in
+/// the output can be measured against the wall clock. Connections that received no media
+/// (the output was not there yet) leave no segment.
+#[derive(Debug)]
+pub struct LiveRecorder {
+    stop: Arc<AtomicBool>,
+    current: Arc<Mutex<Option<ManagedProcess>>>,
+    segments: Arc<Mutex<Vec<RecordedSegment>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl LiveRecorder {
+    /// Starts recording `name`'s output into `<stem>-NNN.flv`; arrival times count from
+    /// `epoch`. ffmpeg's messages go to `log`.
+    pub fn start(
+        server: &MediaServerAddr,
+        name: &str,
+        stem: &Path,
+        log: &Path,
+        epoch: Instant,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let current: Arc<Mutex<Option<ManagedProcess>>> = Arc::new(Mutex::new(None));
+        let segments: Arc<Mutex<Vec<RecordedSegment>>> = Arc::new(Mutex::new(Vec::new()));
+        let (server, name, stem, log) = (
+            server.clone(),
+            name.to_string(),
+            stem.to_path_buf(),
+            log.to_path_buf(),
+        );
+        let thread = {
+            let (stop, current, segments) = (stop.clone(), current.clone(), segments.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let n = lock(&segments).len();
+                    let path = PathBuf::from(format!("{}-{n:03}.flv", stem.display()));
+                    let mut cmd = play_command(&server, &name);
+                    cmd.args(["-flush_packets", "1", "-f", "flv", "pipe:1"]);
+                    let Ok((proc, pipe)) =
+                        ManagedProcess::spawn_piped(&format!("recorder {name}"), cmd, Some(&log))
+                    else {
+                        return;
+                    };
+                    *lock(&current) = Some(proc);
+                    lock(&segments).push(RecordedSegment {
+                        path: path.clone(),
+                        connected_s: epoch.elapsed().as_secs_f64(),
+                        tags: Vec::new(),
+                    });
+                    if let Ok(file) = std::fs::File::create(&path) {
+                        let _ = crate::flv::copy_tags(pipe, std::io::BufWriter::new(file), |tag| {
+                            let at = epoch.elapsed().as_secs_f64();
+                            if let Some(seg) = lock(&segments).last_mut() {
+                                seg.tags.push((at, tag));
+                            }
+                        });
+                    }
+                    let finished = lock(&current).take();
+                    if let Some(mut p) = finished {
+                        p.stop_with(true, Duration::from_secs(5));
+                    }
+                    let mut segs = lock(&segments);
+                    if segs.last().is_some_and(|s| s.media_tags().next().is_none()) {
+                        segs.pop();
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    drop(segs);
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+            })
+        };
+        Self {
+            stop,
+            current,
+            segments,
+            thread: Some(thread),
+        }
+    }
+
+    /// The segments so far (the last one may still grow).
+    pub fn segments(&self) -> Vec<RecordedSegment> {
+        lock(&self.segments).clone()
+    }
+
+    /// Stops recording and returns every segment.
+    pub fn finish(mut self) -> Vec<RecordedSegment> {
+        self.shutdown();
+        self.segments()
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(p) = lock(&self.current).as_mut() {
+            // SIGINT: ffmpeg ends the stream properly; the copy then sees its end.
+            p.signal(libc::SIGINT);
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for LiveRecorder {
     fn drop(&mut self) {
         self.shutdown();
     }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -155,11 +155,27 @@ impl std::fmt::Debug for ManagedProcess {
 impl ManagedProcess {
     /// Starts `command` in a new process group with stdout and stderr appended to `log`
     /// (or discarded when `None`), and registers the group for interrupt cleanup.
-    pub fn spawn(
+    pub fn spawn(name: &str, command: Command, log: Option<&Path>) -> Result<Self, ProcessError> {
+        Self::spawn_with(name, command, log, false).map(|(p, _)| p)
+    }
+
+    /// [`spawn`](Self::spawn) with standard output piped to the caller (standard error
+    /// still goes to `log`): for programs whose output is data, e.g. a stream on `pipe:1`.
+    pub fn spawn_piped(
+        name: &str,
+        command: Command,
+        log: Option<&Path>,
+    ) -> Result<(Self, ChildStdout), ProcessError> {
+        let (p, out) = Self::spawn_with(name, command, log, true)?;
+        Ok((p, out.expect("stdout is piped")))
+    }
+
+    fn spawn_with(
         name: &str,
         mut command: Command,
         log: Option<&Path>,
-    ) -> Result<Self, ProcessError> {
+        pipe_stdout: bool,
+    ) -> Result<(Self, Option<ChildStdout>), ProcessError> {
         let (out, err) = match log {
             Some(path) => {
                 let file = File::options()
@@ -180,24 +196,28 @@ impl ManagedProcess {
         };
         command
             .stdin(Stdio::null())
-            .stdout(out)
+            .stdout(if pipe_stdout { Stdio::piped() } else { out })
             .stderr(err)
             .process_group(0);
         let program = command.get_program().to_string_lossy().into_owned();
-        let child = command.spawn().map_err(|source| ProcessError::Spawn {
+        let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
             name: name.to_string(),
             program,
             source,
         })?;
+        let stdout = child.stdout.take();
         let pgid = child.id() as i32;
         lock().groups.insert(pgid, name.to_string());
-        Ok(Self {
-            name: name.to_string(),
-            child,
-            pgid,
-            log_path: log.map(Path::to_path_buf),
-            exited: None,
-        })
+        Ok((
+            Self {
+                name: name.to_string(),
+                child,
+                pgid,
+                log_path: log.map(Path::to_path_buf),
+                exited: None,
+            },
+            stdout,
+        ))
     }
 
     /// Our name for the process.
@@ -289,6 +309,42 @@ impl Drop for ManagedProcess {
     }
 }
 
+/// What a running process holds, read from `/proc/<pid>` (Linux).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStats {
+    /// Resident set size (`VmRSS`), KiB.
+    pub rss_kib: u64,
+    /// Threads (`Threads`).
+    pub threads: u64,
+    /// Open file descriptors (entries of `/proc/<pid>/fd`).
+    pub fds: u64,
+}
+
+impl ProcStats {
+    /// Reads the figures of process `pid`; `None` when it is gone (or not readable).
+    pub fn of(pid: u32) -> Option<Self> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
+        Self::parse_status(&status, fds)
+    }
+
+    /// The figures from the text of `/proc/<pid>/status` and a descriptor count.
+    pub fn parse_status(status: &str, fds: u64) -> Option<Self> {
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        Some(Self {
+            rss_kib: field("VmRSS:")?,
+            threads: field("Threads:")?,
+            fds,
+        })
+    }
+}
+
 /// The last `lines` lines of a text file (empty when it cannot be read).
 pub fn tail_file(path: &Path, lines: usize) -> Vec<String> {
     let Ok(mut file) = File::open(path) else {
@@ -372,6 +428,33 @@ mod tests {
         assert_eq!(tail_file(&log, 5), vec!["started".to_string()]);
         assert_eq!(grep_file(&log, "start", 5).len(), 1);
         assert!(grep_file(&log, "nothing", 5).is_empty());
+    }
+
+    #[test]
+    fn proc_stats_of_this_process() {
+        let me = ProcStats::of(std::process::id()).expect("own /proc entry");
+        assert!(me.rss_kib > 0 && me.threads >= 1 && me.fds >= 3, "{me:?}");
+        let text = "Name:\tx\nVmRSS:\t  1234 kB\nThreads:\t7\n";
+        assert_eq!(
+            ProcStats::parse_status(text, 9),
+            Some(ProcStats {
+                rss_kib: 1234,
+                threads: 7,
+                fds: 9
+            })
+        );
+        assert_eq!(ProcStats::parse_status("Threads:\t7\n", 9), None);
+    }
+
+    #[test]
+    fn piped_output_reaches_the_caller() {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg("printf abc");
+        let (mut proc, mut out) = ManagedProcess::spawn_piped("printer", cmd, None).unwrap();
+        let mut text = String::new();
+        out.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "abc");
+        assert!(proc.wait_timeout(Duration::from_secs(5)).unwrap().is_some());
     }
 
     #[test]

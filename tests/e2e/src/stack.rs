@@ -664,74 +664,115 @@ impl Pair {
     }
 
     fn start_native(&mut self, side: Side) -> anyhow::Result<()> {
-        let host = self.settings.host.clone();
+        let (host, p) = (self.settings.host.clone(), self.spec.ports);
         match side {
             Side::Sts => {
-                let log = self.log_path("sts-service");
-                Self::marker(&log, "starting sts-service");
                 let mut cmd = Command::new(&self.settings.sts_bin);
                 cmd.envs(self.sts_env());
-                let proc = ManagedProcess::spawn(
-                    &format!("{} sts-service", self.spec.label),
-                    cmd,
-                    Some(&log),
-                )?;
-                self.native.sts = Some(proc);
-                let port = self.spec.ports.sts;
-                wait_healthy(
+                self.native.sts = Some(self.spawn_healthy(
                     "sts-service",
-                    &log,
+                    cmd,
                     STS_HEALTH_TIMEOUT,
-                    self.native.sts.as_mut(),
-                    || http::is_ok(&host, port, "/health"),
-                )?;
+                    || http::is_ok(&host, p.sts, "/health"),
+                )?);
             }
             Side::Media => {
-                let p = self.spec.ports;
-                let log = self.log_path("media-server");
-                Self::marker(&log, "starting xiu-lite");
-                let mut cmd = Command::new(&self.settings.media_server_bin);
-                cmd.args([
-                    "--rtsp-port",
-                    &p.rtsp.to_string(),
-                    "--rtmp-port",
-                    &p.rtmp.to_string(),
-                ])
-                .args(["--api-port", &p.api.to_string()]);
-                let proc = ManagedProcess::spawn(
-                    &format!("{} media server", self.spec.label),
-                    cmd,
-                    Some(&log),
-                )?;
-                self.native.media_server = Some(proc);
-                wait_healthy(
-                    "media server",
-                    &log,
-                    Duration::from_secs(20),
-                    self.native.media_server.as_mut(),
-                    || http::is_ok(&host, p.api, "/v3/paths/list"),
-                )?;
+                self.start_native_media_server()?;
                 std::fs::create_dir_all(self.segment_dir())?;
-                let log = self.log_path("media-service");
-                Self::marker(&log, "starting media-service");
                 let mut cmd = Command::new(&self.settings.media_bin);
                 cmd.envs(self.media_env());
-                let proc = ManagedProcess::spawn(
-                    &format!("{} media-service", self.spec.label),
-                    cmd,
-                    Some(&log),
-                )?;
-                self.native.media = Some(proc);
-                wait_healthy(
+                self.native.media = Some(self.spawn_healthy(
                     "media-service",
-                    &log,
+                    cmd,
                     MEDIA_HEALTH_TIMEOUT,
-                    self.native.media.as_mut(),
                     || http::is_ok(&host, p.media, "/health"),
-                )?;
+                )?);
             }
         }
         Ok(())
+    }
+
+    /// Starts `cmd` as this pair's `what` (its log: `<label>-<what>.log`) and waits until
+    /// `healthy`; the process is stopped again when it does not get there.
+    fn spawn_healthy(
+        &self,
+        what: &str,
+        cmd: Command,
+        timeout: Duration,
+        healthy: impl Fn() -> bool,
+    ) -> anyhow::Result<ManagedProcess> {
+        let log = self.log_path(what);
+        Self::marker(&log, &format!("starting {what}"));
+        let mut proc =
+            ManagedProcess::spawn(&format!("{} {what}", self.spec.label), cmd, Some(&log))?;
+        wait_healthy(what, &log, timeout, Some(&mut proc), healthy)?;
+        Ok(proc)
+    }
+
+    fn start_native_media_server(&mut self) -> anyhow::Result<()> {
+        let (host, p) = (self.settings.host.clone(), self.spec.ports);
+        let mut cmd = Command::new(&self.settings.media_server_bin);
+        cmd.args(["--rtsp-port", &p.rtsp.to_string()])
+            .args(["--rtmp-port", &p.rtmp.to_string()])
+            .args(["--api-port", &p.api.to_string()]);
+        self.native.media_server = Some(self.spawn_healthy(
+            "media-server",
+            cmd,
+            Duration::from_secs(20),
+            || http::is_ok(&host, p.api, "/v3/paths/list"),
+        )?);
+        Ok(())
+    }
+
+    /// Restarts the media server alone (the media-service keeps running): every
+    /// publisher and reader of the server loses its connection. Returns once the new one
+    /// answers its API.
+    pub fn restart_media_server(&mut self) -> anyhow::Result<()> {
+        match self.settings.backend {
+            BackendKind::Native => {
+                if let Some(mut p) = self.native.media_server.take() {
+                    p.stop();
+                }
+                self.start_native_media_server()
+            }
+            BackendKind::Compose => {
+                self.project(Side::Media)?
+                    .run(&[], &["restart", "-t", "5", "mediamtx"])?;
+                let (host, api) = (self.settings.host.clone(), self.spec.ports.api);
+                if !http::ok_within(&host, api, "/v3/paths/list", Duration::from_secs(20)) {
+                    bail!("media server API not answering 20 s after its restart");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Kills the STS at once (SIGKILL: no graceful shutdown), as a crash or an OOM kill
+    /// would. [`start_side`](Self::start_side) brings it back.
+    pub fn kill_sts(&mut self) -> anyhow::Result<()> {
+        match self.settings.backend {
+            BackendKind::Native => {
+                if let Some(mut p) = self.native.sts.take() {
+                    p.signal(libc::SIGKILL);
+                    p.wait_timeout(Duration::from_secs(10))?;
+                }
+            }
+            BackendKind::Compose => {
+                self.project(Side::Sts)?
+                    .run(&[], &["kill", "-s", "SIGKILL", "sts-service"])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The operating-system process id of a side's service (sts-service, media-service),
+    /// native backend only: for reading its resources from `/proc`.
+    pub fn service_pid(&self, side: Side) -> Option<u32> {
+        match side {
+            Side::Sts => self.native.sts.as_ref(),
+            Side::Media => self.native.media.as_ref(),
+        }
+        .map(ManagedProcess::pid)
     }
 
     fn project(&self, side: Side) -> anyhow::Result<Project> {
