@@ -337,7 +337,7 @@ pub struct FaultResult {
     /// fault's end (s; negative when that fragment began before the end). `None`: none.
     pub dubbed_after_s: Option<f64>,
     /// Seconds of output missing in the gaps attributed to this fault (gaps that began
-    /// after it started and before the next one).
+    /// from 1 s before it started to 1 s before the next one started).
     pub output_gap_s: f64,
 }
 
@@ -747,7 +747,9 @@ pub fn run(
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            let until = faults.get(i + 1).map_or(f64::INFINITY, |n| n.start_s);
+            // A fault that cuts the output at once (the media server going away) leaves the
+            // last packets a moment before its recorded start: attribute from 1 s before.
+            let until = faults.get(i + 1).map_or(f64::INFINITY, |n| n.start_s - 1.0);
             FaultResult {
                 fault: f.clone(),
                 dubbed_after_s: dubbed_after(&fragments, f.end_s),
@@ -755,7 +757,7 @@ pub fn run(
                 output_gap_s: 0.0
                     + gaps
                         .iter()
-                        .filter(|(a, _)| *a >= f.start_s && *a < until)
+                        .filter(|(a, _)| *a >= f.start_s - 1.0 && *a < until)
                         .map(|(a, b)| b - a)
                         .sum::<f64>(),
             }
