@@ -87,6 +87,16 @@ pub fn after_run(from: Phase, end: RunEnd, policy: Policy, now: Instant) -> Phas
     }
 }
 
+/// The phase a run counts as having begun in, once it is known whether it got its input
+/// (cut at least one fragment): a run that did ended the wait for the input, so a failure
+/// after it is a new outage with a grace period of its own, not the end of the old one.
+pub fn after_input_seen(from: Phase, got_input: bool) -> Phase {
+    match from {
+        Phase::AwaitingInput { .. } if got_input => Phase::Running,
+        other => other,
+    }
+}
+
 /// After a backoff, the input is known gone (its path vanished from the media server).
 pub fn input_vanished(policy: Policy, now: Instant) -> Phase {
     if policy.awaits() {
@@ -114,6 +124,23 @@ mod tests {
             live: true,
             grace: GRACE,
         }
+    }
+
+    #[test]
+    fn a_run_that_got_its_input_back_fails_into_a_fresh_outage_not_the_old_grace() {
+        let t0 = Instant::now();
+        let waiting = Phase::AwaitingInput { until: t0 + GRACE };
+        // The input came back, the worker ran (long past the old deadline), then failed.
+        let later = t0 + 10 * GRACE;
+        let from = after_input_seen(waiting, true);
+        assert_eq!(
+            after_run(from, RunEnd::Failed, live(), later),
+            Phase::Backoff
+        );
+        // A run that never got media keeps the deadline it was given.
+        let from = after_input_seen(waiting, false);
+        assert_eq!(after_run(from, RunEnd::Failed, live(), later), waiting);
+        assert_eq!(after_input_seen(Phase::Backoff, true), Phase::Backoff);
     }
 
     #[test]

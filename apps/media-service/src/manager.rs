@@ -350,7 +350,10 @@ impl Manager {
             } else {
                 phase
             };
-            let end = match self.run_once(run_cfg, &status, &cancel).await {
+            let cut_before = lock(&status).fragments;
+            let result = self.run_once(run_cfg, &status, &cancel).await;
+            let from = lifecycle::after_input_seen(from, lock(&status).fragments > cut_before);
+            let end = match result {
                 Ok(WorkerEnd::Finished) => RunEnd::InputStopped,
                 Ok(WorkerEnd::Cancelled) => RunEnd::Cancelled,
                 Err(e) => {
