@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use rust_socketio::asynchronous::{Client, ClientBuilder};
-use rust_socketio::{Event, Payload};
+use rust_socketio::{Event, Payload, TransportType};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -284,7 +284,15 @@ impl StsClient {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(wtx);
 
+        // WebSocket only, never HTTP long-polling: rust_engineio 0.6's polling transport
+        // parses every HTTP body chunk as a whole payload, so an event larger than one
+        // chunk (~8 KiB: any `fragment:processed` with audio) breaks the connection. With
+        // the default `TransportType::Any` a failed WebSocket attempt (an STS that is
+        // just coming up) fell back to polling, and the first dubbed answer then dropped
+        // the connection ("EOF while parsing a string at line 1 column 8069", found by
+        // the soak). A failed WebSocket attempt is now retried like any other.
         let mut b = ClientBuilder::new(cfg.url.clone())
+            .transport_type(TransportType::Websocket)
             .namespace("/")
             .reconnect(true)
             .reconnect_on_disconnect(true)

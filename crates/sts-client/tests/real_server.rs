@@ -347,3 +347,93 @@ async fn close_racing_the_first_connect_leaves_no_connection() {
         assert!(!client.is_connected());
     }
 }
+
+/// A TCP proxy in front of `upstream` that drops the first `refuse` WebSocket requests
+/// (an STS that is still coming up, or a proxy having a bad moment) and passes everything
+/// else through, byte for byte.
+async fn proxy_refusing_websockets(upstream: u16, refuse: usize) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .expect("proxy listens");
+    let port = listener.local_addr().expect("proxy address").port();
+    tokio::spawn(async move {
+        let mut refused = 0;
+        while let Ok((mut down, _)) = listener.accept().await {
+            // The request line arrives in the first read on loopback.
+            let mut head = vec![0u8; 4096];
+            let n = match down.read(&mut head).await {
+                Ok(n) if n > 0 => n,
+                _ => continue,
+            };
+            let first_line = String::from_utf8_lossy(&head[..n])
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            if first_line.contains("transport=websocket") && refused < refuse {
+                refused += 1;
+                continue; // dropped: the connection closes
+            }
+            tokio::spawn(async move {
+                let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    return;
+                };
+                if up.write_all(&head[..n]).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_websocket_never_leaves_the_client_on_long_polling() {
+    // Regression (found by the soak): with a failed WebSocket attempt the client used to
+    // fall back to HTTP long-polling, whose transport in rust_engineio 0.6 parses each
+    // body chunk on its own; the first answer larger than a chunk (any dubbed fragment)
+    // then dropped the connection: "EOF while parsing a string at line 1 column 8069".
+    let port = free_port();
+    let _srv = start_server(port, None).await;
+    let proxy = proxy_refusing_websockets(port, 1).await;
+    // The background loop retries the refused first attempt.
+    let (client, mut rx) = StsClient::spawn(cfg(proxy));
+    next_matching(
+        &mut rx,
+        "a connection once the WebSocket is let through",
+        |e| matches!(e, ClientEvent::Connected { .. }),
+    )
+    .await;
+    client.init_stream(&init("big1")).await.expect("init");
+    // 1 s of 16 kHz audio: the echo answer carries ~43 KB of base64, several chunks.
+    for seq in 0..3 {
+        client
+            .send_fragment(&fragment("big1", seq))
+            .await
+            .expect("accepted");
+        let ev = next_matching(&mut rx, "the large answer, or a drop", |e| {
+            matches!(
+                e,
+                ClientEvent::Processed(_)
+                    | ClientEvent::Disconnected { .. }
+                    | ClientEvent::Malformed { .. }
+            )
+        })
+        .await;
+        let ClientEvent::Processed(p) = ev else {
+            panic!("answer {seq} was not delivered: {ev:?}");
+        };
+        assert_eq!(p.sequence_number, seq);
+        let audio = p.dubbed_audio.expect("echo answers carry audio");
+        let samples = audio.decode(1 << 20).expect("audio decodes");
+        assert_eq!(
+            samples.len(),
+            16_000,
+            "answer {seq}: the whole second came back"
+        );
+    }
+    assert!(client.is_connected());
+    client.close().await;
+}
