@@ -99,7 +99,10 @@ impl Monitor {
         // Bounded: a test that stops reading must not grow memory without limit; 4096
         // events is far beyond what one 30 s stream produces.
         let (tx, rx) = mpsc::channel::<Event>(4096);
+        // WebSocket only: rust_engineio 0.6's long-polling transport breaks on events over
+        // ~8 KiB (see docs/protocol.md, "Transports"), and every answer carries audio.
         let mut builder = ClientBuilder::new(url.to_string())
+            .transport_type(rust_socketio::TransportType::Websocket)
             .namespace("/")
             .reconnect(false);
         if let Some(token) = token {
