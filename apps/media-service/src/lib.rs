@@ -12,6 +12,7 @@ pub mod fragmenter;
 pub mod ledger;
 pub mod lifecycle;
 pub mod manager;
+pub mod memory;
 pub mod metrics;
 pub mod mix;
 pub mod pcm;

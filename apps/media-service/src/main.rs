@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 fn main() {
+    // Before any thread starts (see media_service::memory).
+    let arenas = media_service::memory::limit_arenas();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e)
@@ -50,6 +52,12 @@ fn main() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    if let Some(n) = arenas {
+        tracing::debug!(
+            arenas = n,
+            "malloc arenas capped (MALLOC_ARENA_MAX overrides); the heap is trimmed after each worker"
+        );
+    }
     if let Err(e) = gstreamer::init() {
         eprintln!("media-service: GStreamer failed to initialise: {e}");
         std::process::exit(1);

@@ -603,6 +603,13 @@ pub async fn run_worker(
     }
 
     teardown.run().await;
+    // Everything the graph held is free now: give it back to the system, or each worker
+    // appearance leaves its streaming threads' arenas behind (see crate::memory).
+    drop(co);
+    drop(graph);
+    drop(audio_rx);
+    drop(internal_rx);
+    let _ = tokio::task::spawn_blocking(crate::memory::release_freed_heap).await;
     metrics.active_workers.dec();
     metrics.inflight.with_label_values(&[&name]).set(0);
     {
