@@ -159,19 +159,24 @@ pub fn cache_dir() -> PathBuf {
 pub fn make_source(cache_dir: &Path, seconds: u64) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(cache_dir)
         .with_context(|| format!("creating {}", cache_dir.display()))?;
-    let out = cache_dir.join(format!("soak-source-v1-{seconds}s.mp4"));
+    let out = cache_dir.join(format!("soak-source-v2-{seconds}s.mp4"));
     if out.is_file() {
         return Ok(out);
     }
     let partial = cache_dir.join(format!(
-        "soak-source-v1-{seconds}s.{}.partial.mp4",
+        "soak-source-v2-{seconds}s.{}.partial.mp4",
         std::process::id()
     ));
     let video = "[0:v]scale=640:360,fps=30,\
         drawbox=x=8:y=8:w=64:h=64:color=black:t=fill,\
         drawbox=x=8:y=8:w=64:h=64:color=white:t=fill:enable='lt(mod(t+0.001\\,1)\\,0.02)',\
         drawtext=text='%{pts\\:hms}':x=90:y=20:fontsize=32:fontcolor=yellow:box=1:boxcolor=black[v]";
-    let audio = "[0:a]aformat=sample_rates=48000:channel_layouts=stereo[s];\
+    // `aresample=async`: the looped fixture's audio follows its timestamps (each loop
+    // point costs the AAC priming otherwise), so the marks stay in sync for hours. v1 of
+    // the source lacked it and drifted +0.6 ms per second (+189 ms at 5 min, over a second
+    // at 25 min): that drift, not the service, was the soak's "A/V offset per appearance".
+    let audio =
+        "[0:a]aresample=async=1:first_pts=0,aformat=sample_rates=48000:channel_layouts=stereo[s];\
         [1:a]aformat=channel_layouts=stereo[b];[s][b]amix=inputs=2:normalize=0:duration=first[a]";
     let o = Command::new("ffmpeg")
         .args(["-v", "error", "-nostdin", "-y", "-stream_loop", "-1", "-i"])
@@ -209,8 +214,57 @@ pub fn make_source(cache_dir: &Path, seconds: u64) -> anyhow::Result<PathBuf> {
             String::from_utf8_lossy(&o.stderr).trim()
         );
     }
+    if let Err(e) = check_marks_in_sync(&partial, seconds) {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
     std::fs::rename(&partial, &out)?;
     Ok(out)
+}
+
+/// Largest A/V offset of the soak source's own marks at its end (ms): the measure of the
+/// output is only as good as the source.
+const SOURCE_SYNC_MS: f64 = 15.0;
+
+/// Refuses a source whose marks are out of sync by its end (a fixture that drifts would
+/// be blamed on the service).
+fn check_marks_in_sync(source: &Path, seconds: u64) -> anyhow::Result<()> {
+    let from = seconds.saturating_sub(14);
+    let tail = source.with_extension("tail.mkv");
+    let o = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-nostdin",
+            "-y",
+            "-ss",
+            &from.to_string(),
+            "-i",
+        ])
+        .arg(source)
+        .args(["-t", "12", "-c", "copy"])
+        .arg(&tail)
+        .output()
+        .context("running ffmpeg")?;
+    ensure!(
+        o.status.success(),
+        "cutting the soak source's end: {}",
+        String::from_utf8_lossy(&o.stderr).trim()
+    );
+    let offsets = SyncMarks::SOAK.av_offsets(&tail);
+    let _ = std::fs::remove_file(&tail);
+    let offsets = offsets?;
+    ensure!(
+        offsets.len() >= 5,
+        "the soak source's end has {} sync marks, expected about 12",
+        offsets.len()
+    );
+    let ms = median(offsets.iter().map(|o| o * 1000.0).collect());
+    ensure!(
+        ms.abs() <= SOURCE_SYNC_MS,
+        "the soak source drifts: its marks are {ms:+.0} ms apart at {from} s (allowed {SOURCE_SYNC_MS} ms)"
+    );
+    Ok(())
 }
 
 /// A fragment of fragments.jsonl, stamped when it appeared there.

@@ -1694,7 +1694,7 @@ const SOAK_DUBBED_AGAIN_S: f64 = 30.0;
 /// Short soak: output missing after a fault, beyond the output delay D.
 const SOAK_OUTPUT_GAP_EXTRA_S: f64 = 20.0;
 /// Short soak: largest |A/V offset| of the output at its start and end (ms).
-const SOAK_AV_OFFSET_MS: f64 = 250.0;
+const SOAK_AV_OFFSET_MS: f64 = 120.0;
 
 /// Overridden ports, MAX_INFLIGHT, PROCESSING_TIMEOUT and fragment length take effect.
 async fn test_env_config_overrides() -> anyhow::Result<()> {
