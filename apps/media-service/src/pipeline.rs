@@ -603,8 +603,10 @@ fn attach_fakesink(pipe: &gst::glib::WeakRef<gst::Pipeline>, pad: &gst::Pad) {
 /// time and clamps every later frame to that, so the whole output video froze on one
 /// timestamp (measured with xiu: 569 of 600 frames). Spreading the repeats keeps the
 /// jitter buffer's correction (A/V stays aligned) and a strictly increasing video timeline.
-/// Frames whose timestamps go back (B-frames in transmission order) are left alone; only
-/// a repeat starts a ramp, and the ramp continues until the input passes it.
+/// Frames whose timestamps go back (B-frames in transmission order) are left alone; a
+/// repeat, or a step forward shorter than 1 ms (the jitter buffer's catch-up ends in
+/// sub-millisecond steps, which FLV's millisecond timestamps would make repeats: seen as
+/// two frames at 390 ms), starts a ramp, and the ramp continues until the input passes it.
 #[derive(Debug, Default)]
 pub struct RepeatedPtsSpreader {
     last_in: Option<gst::ClockTime>,
@@ -621,7 +623,9 @@ impl RepeatedPtsSpreader {
     pub fn next(&mut self, pts: gst::ClockTime) -> gst::ClockTime {
         let out = match (self.last_in, self.last_out) {
             (Some(last_in), Some(last_out))
-                if pts == last_in || (self.spread > 0 && pts <= last_out) =>
+                if pts == last_in
+                    || (self.spread > 0 && pts <= last_out)
+                    || (pts > last_in && pts < last_out + Self::STEP) =>
             {
                 if self.spread == 0 {
                     tracing::debug!(pts = %pts, "input video timestamps repeat: spreading them 1 ms apart");
@@ -686,6 +690,34 @@ mod tests {
             run(&[0, 100, 33, 67, 200, 133]),
             vec![0, 100, 33, 67, 200, 133]
         );
+    }
+
+    #[test]
+    fn sub_millisecond_steps_are_spread_too() {
+        let mut s = RepeatedPtsSpreader::default();
+        let out: Vec<u64> = [
+            385_000_000u64,
+            390_200_000,
+            390_900_000,
+            391_300_000,
+            425_000_000,
+        ]
+        .iter()
+        .map(|&ns| s.next(ClockTime::from_nseconds(ns)).nseconds())
+        .collect();
+        assert_eq!(
+            out,
+            vec![
+                385_000_000,
+                390_200_000,
+                391_200_000,
+                392_200_000,
+                425_000_000
+            ]
+        );
+        // Whole milliseconds apart, as FLV stores them: all distinct.
+        let ms: std::collections::BTreeSet<u64> = out.iter().map(|ns| ns / 1_000_000).collect();
+        assert_eq!(ms.len(), out.len());
     }
 
     #[test]

@@ -1,8 +1,15 @@
 //! Prometheus metrics (all prefixed `sts_`).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
+
+/// Buckets of `sts_stream_busy_slots`: one per slot count up to 8, then coarser up to
+/// MAX_INFLIGHT's largest value (64).
+const BUSY_SLOT_BUCKETS: [f64; 12] = [
+    1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 12.0, 16.0, 32.0, 64.0,
+];
 
 /// All metrics of the service, registered in their own registry.
 #[derive(Clone)]
@@ -35,6 +42,9 @@ pub struct Metrics {
     /// `sts_fragments_shed_total{stage=asr|tts}`: fragments answered `timeout` without
     /// running `stage` (and what follows it) because their `answer_within_ms` had passed.
     pub shed: IntCounterVec,
+    /// `sts_stream_busy_slots`: how many of its stream's MAX_INFLIGHT processing slots were
+    /// in use (this fragment's included) each time a fragment started processing.
+    pub busy_slots: Histogram,
 }
 
 impl Metrics {
@@ -122,8 +132,17 @@ impl Metrics {
             &["stage"],
         )
         .expect("valid metric");
+        let busy_slots = Histogram::with_opts(
+            HistogramOpts::new(
+                "sts_stream_busy_slots",
+                "Processing slots of its stream in use (its own included) when a fragment starts processing: never above MAX_INFLIGHT",
+            )
+            .buckets(BUSY_SLOT_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
         for c in [
             Box::new(shed.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(busy_slots.clone()),
             Box::new(stage.clone()),
             Box::new(fragment.clone()),
             Box::new(fragments.clone()),
@@ -167,6 +186,7 @@ impl Metrics {
             admission_refused,
             queued_bytes,
             shed,
+            busy_slots,
         }
     }
 

@@ -476,6 +476,47 @@ impl SyncMarks {
     }
 }
 
+/// A/V offsets of sync marks, summarised and judged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AvJudgement {
+    /// Marks with both halves found.
+    pub marks: usize,
+    /// Median offset (ms; positive: audio late).
+    pub median_ms: f64,
+    /// Largest |offset| (ms).
+    pub worst_ms: f64,
+    /// Offset of the first and of the last mark (ms): the output's start and end.
+    pub first_ms: f64,
+    /// See `first_ms`.
+    pub last_ms: f64,
+}
+
+/// Judges mark offsets (s, from [`SyncMarks::av_offsets`]): at least `min_marks` of them
+/// (an output whose marks were not found proves nothing), every one within `budget_ms`.
+pub fn judge_av(offsets: &[f64], min_marks: usize, budget_ms: f64) -> Result<AvJudgement, String> {
+    let ms: Vec<f64> = offsets.iter().map(|o| o * 1000.0).collect();
+    if ms.len() < min_marks {
+        return Err(format!(
+            "only {} sync marks found with both their flash and their tone, expected at least {min_marks}",
+            ms.len()
+        ));
+    }
+    let j = AvJudgement {
+        marks: ms.len(),
+        median_ms: median(ms.clone()),
+        worst_ms: ms.iter().map(|m| m.abs()).fold(0.0, f64::max),
+        first_ms: ms[0],
+        last_ms: ms[ms.len() - 1],
+    };
+    if j.worst_ms >= budget_ms {
+        return Err(format!(
+            "audio and video are {:.0} ms apart at worst (median {:+.0} ms over {} marks; start {:+.0}, end {:+.0}), budget {budget_ms} ms",
+            j.worst_ms, j.median_ms, j.marks, j.first_ms, j.last_ms
+        ));
+    }
+    Ok(j)
+}
+
 /// The first time of each run of `times` (sorted) whose members are less than `gap` apart.
 fn onsets(times: Vec<f64>, gap: f64) -> Vec<f64> {
     let mut out = Vec::new();
@@ -589,6 +630,52 @@ mod tests {
         );
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert!(median(Vec::new()).is_nan());
+    }
+
+    #[test]
+    fn av_judgement_needs_marks_and_rejects_a_shift() {
+        let fine = [0.04, 0.05, 0.06, 0.05];
+        let j = judge_av(&fine, 3, 120.0).unwrap();
+        assert_eq!(j.marks, 4);
+        assert!((j.worst_ms - 60.0).abs() < 1e-9 && (j.last_ms - 50.0).abs() < 1e-9);
+        assert!(judge_av(&[], 1, 120.0).unwrap_err().contains("only 0"));
+        // One mark 130 ms off (the end of a stream drifting) fails the whole output.
+        let drift = [0.04, 0.05, 0.13];
+        assert!(judge_av(&drift, 3, 120.0).unwrap_err().contains("130 ms"));
+    }
+
+    /// Marks made with ffmpeg, the audio 200 ms late: the analyser measures the shift from
+    /// the decoded file and the judgement rejects it; in sync, it passes.
+    #[test]
+    fn marks_in_a_file_measure_a_shifted_track() {
+        let dir = std::env::temp_dir().join(format!("livedub-marks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let make = |delay_ms: u32| {
+            let out = dir.join(format!("marks-{delay_ms}.mp4"));
+            let o = Command::new("ffmpeg")
+                .args(["-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
+                .arg("color=c=gray:s=160x120:r=30:d=6,drawbox=x=8:y=8:w=64:h=64:color=black:t=fill,drawbox=x=8:y=8:w=64:h=64:color=white:t=fill:enable='lt(mod(t+0.001\\,1)\\,0.02)'")
+                .args(["-f", "lavfi", "-i"])
+                .arg(format!("aevalsrc=exprs='0.5*sin(2*PI*9000*t)*lt(mod(t\\,1)\\,0.06)':s=48000:c=mono:d=6,adelay={delay_ms}"))
+                .args(["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-t", "6"])
+                .arg(&out)
+                .output()
+                .expect("ffmpeg runs");
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            SyncMarks::SOAK.av_offsets(&out).unwrap()
+        };
+        let in_sync = make(0);
+        let late = make(200);
+        let _ = std::fs::remove_dir_all(&dir);
+        // In sync within the AAC encoder's priming (1024 samples, 21 ms: an MP4's edit
+        // list hides it from the decoder, not from the packet timestamps).
+        let j = judge_av(&in_sync, 4, 120.0).unwrap();
+        assert!(j.worst_ms < 25.0, "{j:?}");
+        let e = judge_av(&late, 4, 120.0).unwrap_err();
+        assert!(e.contains("median +1"), "{e}");
+        // The shift itself, to the millisecond.
+        let shift = median(late.clone()) - median(in_sync.clone());
+        assert!((shift - 0.2).abs() < 0.002, "{shift} {late:?} {in_sync:?}");
     }
 
     #[test]

@@ -7,19 +7,23 @@
 //! - [`monitor`]: Socket.IO observer of the STS (`monitor:subscribe`);
 //! - [`prom`]: Prometheus text-format parser;
 //! - [`fingerprint`]: spectral audio fingerprints (dubbed vs original audio);
+//! - [`placement`]: where each fragment's dub (or original) sits in the output, to the sample;
 //! - [`http`]: tiny blocking HTTP GET for health checks and scrapes;
 //! - [`contract`]: env contracts, compose files and `.env.e2e.example` files;
 //! - [`flv`]: FLV tags as they arrive (the live recorder's arrival times);
+//! - [`delay`]: the glass-to-glass delay from those arrival times, against OUTPUT_DELAY_MS;
 //! - [`soak`]: the soak (faults on a schedule, output gaps, resources, A/V offset).
 
 pub mod analyzer;
 pub mod compose;
 pub mod contract;
+pub mod delay;
 pub mod fingerprint;
 pub mod flv;
 pub mod http;
 pub mod media;
 pub mod monitor;
+pub mod placement;
 pub mod process;
 pub mod prom;
 pub mod soak;

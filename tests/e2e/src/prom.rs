@@ -96,6 +96,59 @@ impl Metrics {
     pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.find(name, labels).map(|s| s.value).sum()
     }
+
+    /// A histogram's observations and the upper bound of the smallest bucket that holds
+    /// all of them (`None` when it has no observation or no finite bucket holds them all).
+    pub fn histogram_bound(&self, name: &str) -> (f64, Option<f64>) {
+        let count = self.sum(&format!("{name}_count"), &[]);
+        let bucket = format!("{name}_bucket");
+        let bound = self
+            .samples
+            .iter()
+            .filter(|s| s.name == bucket && s.value >= count && count > 0.0)
+            .filter_map(|s| s.labels.get("le")?.parse::<f64>().ok())
+            .filter(|le| le.is_finite())
+            .min_by(f64::total_cmp);
+        (count, bound)
+    }
+
+    /// Checks that a histogram of counts (`sts_stream_busy_slots`) saw at least
+    /// `min_observations` values, none above `limit`, and `limit` itself reached (the
+    /// limit was tested, not just never approached).
+    pub fn check_limit_kept(
+        &self,
+        name: &str,
+        limit: f64,
+        min_observations: f64,
+    ) -> Result<(), String> {
+        let (count, bound) = self.histogram_bound(name);
+        if count < min_observations {
+            return Err(format!(
+                "{name}: {count} observations, expected at least {min_observations}"
+            ));
+        }
+        let below = self
+            .samples
+            .iter()
+            .filter(|s| s.name == format!("{name}_bucket"))
+            .filter(|s| {
+                s.labels
+                    .get("le")
+                    .and_then(|l| l.parse::<f64>().ok())
+                    .is_some_and(|le| le < limit)
+            })
+            .map(|s| s.value)
+            .fold(0.0, f64::max);
+        match bound {
+            Some(b) if b <= limit && below < count => Ok(()),
+            Some(b) if b <= limit => Err(format!(
+                "{name}: all {count} observations below {limit}: the limit was never reached"
+            )),
+            _ => Err(format!(
+                "{name}: observations above {limit} (smallest bucket holding all {count}: {bound:?})"
+            )),
+        }
+    }
 }
 
 fn parse_sample(line: &str) -> Result<Sample, String> {
@@ -203,6 +256,38 @@ rt_seconds_sum 2.5
 rt_seconds_count 4
 weird{path="a\"b\\c\nd", x = "1" ,} NaN
 "#;
+
+    #[test]
+    fn a_histogram_shows_a_limit_kept_or_broken() {
+        let text = |b1: u32, b2: u32, b3: u32, count: u32| {
+            format!(
+                "# TYPE x histogram\nx_bucket{{le=\"1\"}} {b1}\nx_bucket{{le=\"2\"}} {b2}\nx_bucket{{le=\"3\"}} {b3}\nx_bucket{{le=\"+Inf\"}} {count}\nx_sum 0\nx_count {count}\n"
+            )
+        };
+        let kept = Metrics::parse(&text(2, 5, 5, 5)).unwrap();
+        assert_eq!(kept.histogram_bound("x"), (5.0, Some(2.0)));
+        assert!(kept.check_limit_kept("x", 2.0, 3.0).is_ok());
+        // One fragment started while 3 of the stream's slots were busy: limit broken.
+        let broken = Metrics::parse(&text(2, 4, 5, 5)).unwrap();
+        assert!(broken
+            .check_limit_kept("x", 2.0, 3.0)
+            .unwrap_err()
+            .contains("above 2"));
+        // Never more than one at once: the limit was not exercised.
+        let idle = Metrics::parse(&text(5, 5, 5, 5)).unwrap();
+        assert!(idle
+            .check_limit_kept("x", 2.0, 3.0)
+            .unwrap_err()
+            .contains("never reached"));
+        // Nothing observed proves nothing.
+        let none = Metrics::parse(&text(0, 0, 0, 0)).unwrap();
+        assert!(none
+            .check_limit_kept("x", 2.0, 1.0)
+            .unwrap_err()
+            .contains("0 observations"));
+        let beyond = Metrics::parse(&text(0, 0, 0, 4)).unwrap();
+        assert_eq!(beyond.histogram_bound("x"), (4.0, None));
+    }
 
     #[test]
     fn parses_labels_values_types() {

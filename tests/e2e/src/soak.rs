@@ -153,6 +153,70 @@ pub fn cache_dir() -> PathBuf {
         .join("soak")
 }
 
+/// The sync marks drawn into a picture ([`SyncMarks::SOAK`]): a black 64x64 square at
+/// (8, 8) that turns white for one frame at every whole second.
+const MARK_BOX: &str = "drawbox=x=8:y=8:w=64:h=64:color=black:t=fill,\
+    drawbox=x=8:y=8:w=64:h=64:color=white:t=fill:enable='lt(mod(t+0.001\\,1)\\,0.02)'";
+/// Their audio half, as an ffmpeg lavfi source: a 60 ms 9 kHz burst at every whole second.
+const MARK_TONE: &str =
+    "aevalsrc=exprs='0.5*sin(2*PI*9000*t)*lt(mod(t\\,1)\\,0.06)':s=48000:c=mono";
+/// H.264 the way the fixture has it: 1 s GOPs, no B-frames, no SEI (the local media server
+/// would split access units on them).
+const MARK_X264: [&str; 14] = [
+    "-c:v",
+    "libx264",
+    "-preset",
+    "ultrafast",
+    "-crf",
+    "30",
+    "-g",
+    "30",
+    "-bf",
+    "0",
+    "-pix_fmt",
+    "yuv420p",
+    "-bsf:v",
+    "filter_units=remove_types=6",
+];
+
+/// Runs ffmpeg making a marked file at `out` (written to a temporary name, checked for
+/// marks in sync over its last 14 s, then renamed). `inputs` come before the marks' tone
+/// source; `video`/`audio` are filter chains from `[0:v]`/`[0:a]` and the tone `[{n}:a]`
+/// (n = number of inputs) to `[v]`/`[a]`.
+fn make_marked(
+    out: &Path,
+    what: &str,
+    inputs: &[&str],
+    filters: &str,
+    seconds: u64,
+) -> anyhow::Result<()> {
+    let partial = out.with_extension(format!("{}.partial.mp4", std::process::id()));
+    let o = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-y"])
+        .args(inputs)
+        .args(["-f", "lavfi", "-i", MARK_TONE])
+        .args(["-filter_complex", filters])
+        .args(["-map", "[v]", "-map", "[a]", "-t", &seconds.to_string()])
+        .args(MARK_X264)
+        .args(["-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-f", "mp4"])
+        .arg(&partial)
+        .output()
+        .context("running ffmpeg")?;
+    if !o.status.success() {
+        let _ = std::fs::remove_file(&partial);
+        bail!(
+            "ffmpeg could not make the {what}: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    if let Err(e) = check_marks_in_sync(&partial, seconds) {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e.context(format!("the {what} is unusable")));
+    }
+    std::fs::rename(&partial, out)?;
+    Ok(())
+}
+
 /// The soak's source: the counting fixture looped for `seconds`, 640x360, with a burnt-in
 /// clock (stream time) and a sync mark every second ([`SyncMarks::SOAK`]: a white square
 /// in the top-left corner and a 60 ms 9 kHz burst). Made once and kept in `cache_dir`.
@@ -163,14 +227,10 @@ pub fn make_source(cache_dir: &Path, seconds: u64) -> anyhow::Result<PathBuf> {
     if out.is_file() {
         return Ok(out);
     }
-    let partial = cache_dir.join(format!(
-        "soak-source-v2-{seconds}s.{}.partial.mp4",
-        std::process::id()
-    ));
-    let video = "[0:v]scale=640:360,fps=30,\
-        drawbox=x=8:y=8:w=64:h=64:color=black:t=fill,\
-        drawbox=x=8:y=8:w=64:h=64:color=white:t=fill:enable='lt(mod(t+0.001\\,1)\\,0.02)',\
-        drawtext=text='%{pts\\:hms}':x=90:y=20:fontsize=32:fontcolor=yellow:box=1:boxcolor=black[v]";
+    let video = format!(
+        "[0:v]scale=640:360,fps=30,{MARK_BOX},\
+        drawtext=text='%{{pts\\:hms}}':x=90:y=20:fontsize=32:fontcolor=yellow:box=1:boxcolor=black[v]"
+    );
     // `aresample=async`: the looped fixture's audio follows its timestamps (each loop
     // point costs the AAC priming otherwise), so the marks stay in sync for hours. v1 of
     // the source lacked it and drifted +0.6 ms per second (+189 ms at 5 min, over a second
@@ -178,47 +238,33 @@ pub fn make_source(cache_dir: &Path, seconds: u64) -> anyhow::Result<PathBuf> {
     let audio =
         "[0:a]aresample=async=1:first_pts=0,aformat=sample_rates=48000:channel_layouts=stereo[s];\
         [1:a]aformat=channel_layouts=stereo[b];[s][b]amix=inputs=2:normalize=0:duration=first[a]";
-    let o = Command::new("ffmpeg")
-        .args(["-v", "error", "-nostdin", "-y", "-stream_loop", "-1", "-i"])
-        .arg(crate::fixture_path())
-        .args(["-f", "lavfi", "-i"])
-        .arg("aevalsrc=exprs='0.5*sin(2*PI*9000*t)*lt(mod(t\\,1)\\,0.06)':s=48000:c=mono")
-        .args(["-filter_complex", &format!("{video};{audio}")])
-        .args(["-map", "[v]", "-map", "[a]", "-t", &seconds.to_string()])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-crf",
-            "30",
-            "-g",
-            "30",
-            "-bf",
-            "0",
-        ])
-        .args([
-            "-pix_fmt",
-            "yuv420p",
-            "-bsf:v",
-            "filter_units=remove_types=6",
-        ])
-        .args(["-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-f", "mp4"])
-        .arg(&partial)
-        .output()
-        .context("running ffmpeg")?;
-    if !o.status.success() {
-        let _ = std::fs::remove_file(&partial);
-        bail!(
-            "ffmpeg could not make the soak source: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        );
+    let fixture = crate::fixture_path().display().to_string();
+    make_marked(
+        &out,
+        "soak source",
+        &["-stream_loop", "-1", "-i", &fixture],
+        &format!("{video};{audio}"),
+        seconds,
+    )?;
+    Ok(out)
+}
+
+/// The counting fixture with the soak's sync marks ([`SyncMarks::SOAK`]) and otherwise as
+/// it is (1280x720, 30 fps, 1 s GOPs, AAC 48 kHz stereo, 30 s): a flash and a 9 kHz burst
+/// at every whole second, where each number starts. The bursts are above what the STS
+/// hears, so the speech is dubbed as in the plain fixture. Made once and kept in `dir`.
+pub fn make_marked_fixture(dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let out = dir.join("30s-counting-english-marked-v1.mp4");
+    if out.is_file() {
+        return Ok(out);
     }
-    if let Err(e) = check_marks_in_sync(&partial, seconds) {
-        let _ = std::fs::remove_file(&partial);
-        return Err(e);
-    }
-    std::fs::rename(&partial, &out)?;
+    let fixture = crate::fixture_path().display().to_string();
+    let filters = format!(
+        "[0:v]{MARK_BOX}[v];[0:a]aformat=sample_rates=48000:channel_layouts=stereo[s];\
+        [1:a]aformat=channel_layouts=stereo[b];[s][b]amix=inputs=2:normalize=0:duration=first[a]"
+    );
+    make_marked(&out, "marked fixture", &["-i", &fixture], &filters, 30)?;
     Ok(out)
 }
 

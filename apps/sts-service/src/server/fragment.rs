@@ -19,9 +19,12 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 /// Per-stream slot dispatcher: fragments start in the order they were accepted, at most
 /// `max_inflight` at once. (Tasks acquiring a semaphore themselves would start in whatever
 /// order the scheduler first polls them.) A request whose fragment already timed out gets
-/// its permit dropped at once. The task ends when the stream's sender is dropped.
+/// its permit dropped at once. Each slot handed out is recorded in `busy` (slots of the
+/// stream in use, this one included), so the limit shows as kept in the metrics. The task
+/// ends when the stream's sender is dropped.
 pub(super) fn slot_dispatcher(
     max_inflight: usize,
+    busy: prometheus::Histogram,
 ) -> mpsc::UnboundedSender<oneshot::Sender<OwnedSemaphorePermit>> {
     let (tx, mut rx) = mpsc::unbounded_channel::<oneshot::Sender<OwnedSemaphorePermit>>();
     let sem = Arc::new(Semaphore::new(max_inflight));
@@ -31,7 +34,9 @@ pub(super) fn slot_dispatcher(
                 break;
             };
             // Err: the fragment timed out while queued; the permit returns on drop.
-            let _ = waiter.send(permit);
+            if waiter.send(permit).is_ok() {
+                busy.observe((max_inflight - sem.available_permits()) as f64);
+            }
         }
     });
     tx
@@ -369,5 +374,45 @@ async fn sleep_until_opt(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lets the dispatcher task run until it waits again.
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+
+    #[tokio::test]
+    async fn slots_are_counted_as_handed_out_and_never_exceed_the_limit() {
+        let busy = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new("busy", "busy").buckets(vec![1.0, 2.0, 3.0]),
+        )
+        .unwrap();
+        let tx = slot_dispatcher(2, busy.clone());
+        let mut waiting = Vec::new();
+        for _ in 0..4 {
+            let (t, r) = oneshot::channel();
+            tx.send(t).unwrap();
+            waiting.push(r);
+        }
+        let first = waiting.remove(0).await.unwrap();
+        let _second = waiting.remove(0).await.unwrap();
+        settle().await;
+        // 1 then 2 busy; the third waits.
+        assert_eq!((busy.get_sample_count(), busy.get_sample_sum()), (2, 3.0));
+        drop(first);
+        let _third = waiting.remove(0).await.unwrap();
+        settle().await;
+        assert_eq!((busy.get_sample_count(), busy.get_sample_sum()), (3, 5.0));
+        // The fourth gave up (its fragment timed out while queued): when a slot frees,
+        // nothing starts and nothing is counted.
+        drop(waiting.remove(0));
+        drop(_third);
+        settle().await;
+        assert_eq!(busy.get_sample_count(), 3);
     }
 }

@@ -62,7 +62,7 @@ pub(super) fn on_stream_init(st: &Arc<AppState>, s: SocketRef, v: Value, ack: Ac
                 session_id: session_id.clone(),
                 owner: s.clone(),
                 resume_token: resume_token.clone(),
-                slots: slot_dispatcher(st.cfg.max_inflight as usize),
+                slots: slot_dispatcher(st.cfg.max_inflight as usize, st.metrics.busy_slots.clone()),
                 state: Mutex::new(StreamState::new(st.cfg.max_inflight)),
             })
         },

@@ -1,0 +1,120 @@
+//! The glass-to-glass delay: when a piece of content reached a viewer of the output minus
+//! when the publisher sent it, judged against the delay the media-service promises
+//! (`OUTPUT_DELAY_MS`).
+//!
+//! The viewer's side comes from a [`RecordedSegment`]: every packet's arrival time. Packets
+//! the media server replays from its cache, and those ffmpeg holds while it probes the
+//! stream, arrive late; live ones arrive on time, so the smallest `arrival - timestamp`
+//! over the connection (its *live line*) is when timestamp 0 of the recording played live.
+//! The publisher's side: it sends the file in real time from when it started (`-re`), so
+//! file time `t` went out at `published_at + t` (plus its start-up, a few tens of ms,
+//! which the tolerance below covers).
+
+use crate::media::RecordedSegment;
+
+/// How much earlier than promised the output may reach the viewer (ms): the publisher's
+/// start-up counts towards the measure, so a measure below the promise by more than
+/// this means the output really runs ahead of its promise.
+pub const EARLY_TOLERANCE_MS: f64 = 150.0;
+/// How much later than promised (ms): the path through the media server twice (RTSP in,
+/// RTMP out), the receiving jitter buffer and the encoders; measured +0.1..+0.4 s.
+pub const LATE_TOLERANCE_MS: f64 = 750.0;
+
+/// The connection's live line (s): arrival time minus timestamp, smallest over its media
+/// packets. `None` without media packets.
+pub fn live_line_s(seg: &RecordedSegment) -> Option<f64> {
+    seg.media_tags()
+        .map(|(at, t)| at - f64::from(t.ts_ms) / 1000.0)
+        .min_by(f64::total_cmp)
+}
+
+/// Glass-to-glass delay (s) of content that is at `input_s` in the published file and at
+/// `output_s` in the recording of `seg` (its timestamps), the publisher having started at
+/// `published_at_s` (on the segment's clock).
+pub fn glass_to_glass_s(
+    seg: &RecordedSegment,
+    published_at_s: f64,
+    input_s: f64,
+    output_s: f64,
+) -> Option<f64> {
+    Some(live_line_s(seg)? + output_s - (published_at_s + input_s))
+}
+
+/// Checks a measured delay against the promised one; the error says by how much it missed.
+pub fn judge(measured_s: f64, promised_ms: u64) -> Result<(), String> {
+    let off_ms = measured_s * 1000.0 - promised_ms as f64;
+    if (-EARLY_TOLERANCE_MS..=LATE_TOLERANCE_MS).contains(&off_ms) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the output reaches viewers {measured_s:.3} s after the input, {off_ms:+.0} ms from the promised OUTPUT_DELAY_MS={promised_ms} (allowed -{EARLY_TOLERANCE_MS}..+{LATE_TOLERANCE_MS} ms)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flv::Tag;
+    use std::path::PathBuf;
+
+    /// A recording whose timestamp 0 played live at `live` s: 20 ms audio packets for
+    /// 5 s, the first 2 s arriving in one burst at `live + 2.5` (cache and probing), the
+    /// rest on time plus up to 30 ms of jitter.
+    fn segment(live: f64) -> RecordedSegment {
+        let tags = (0..250u32)
+            .map(|i| {
+                let ts_ms = i * 20;
+                let t = f64::from(ts_ms) / 1000.0;
+                let at = if t < 2.0 {
+                    live + 2.5
+                } else {
+                    live + t + f64::from(i % 4) * 0.01
+                };
+                (
+                    at,
+                    Tag {
+                        audio: true,
+                        ts_ms,
+                        config: false,
+                    },
+                )
+            })
+            .collect();
+        RecordedSegment {
+            path: PathBuf::from("x.flv"),
+            connected_s: live - 1.0,
+            tags,
+        }
+    }
+
+    #[test]
+    fn the_live_line_ignores_late_packets() {
+        let seg = segment(9.2);
+        assert!((live_line_s(&seg).unwrap() - 9.2).abs() < 1e-9);
+        // Published at 0.1 s; file time 3.0 is at 2.9 in the recording: 9.2 + 2.9 - 3.1.
+        let d = glass_to_glass_s(&seg, 0.1, 3.0, 2.9).unwrap();
+        assert!((d - 9.0).abs() < 1e-9, "{d}");
+        assert!(judge(d, 9000).is_ok());
+        let empty = RecordedSegment {
+            path: PathBuf::new(),
+            connected_s: 0.0,
+            tags: Vec::new(),
+        };
+        assert!(live_line_s(&empty).is_none());
+    }
+
+    #[test]
+    fn a_late_or_early_output_is_rejected() {
+        // Two seconds later than promised: a viewer waits longer than the service says.
+        let late = glass_to_glass_s(&segment(11.2), 0.1, 3.0, 2.9).unwrap();
+        let e = judge(late, 9000).unwrap_err();
+        assert!(e.contains("+2000 ms"), "{e}");
+        // Half a second early: no time left for the STS the promise budgets.
+        let early = glass_to_glass_s(&segment(8.7), 0.1, 3.0, 2.9).unwrap();
+        assert!(judge(early, 9000).unwrap_err().contains("-500 ms"));
+        // The edges of the tolerance.
+        assert!(judge(8.86, 9000).is_ok() && judge(9.74, 9000).is_ok());
+        assert!(judge(8.84, 9000).is_err() && judge(9.76, 9000).is_err());
+    }
+}
