@@ -30,7 +30,7 @@ export E2E_BACKEND
 INPUT ?= tests/e2e/fixtures/test_streams/30s-counting-english.mp4
 OUTPUT ?= out/demo-dubbed.mp4
 
-.PHONY: help setup deps models media-server python build test unit e2e soak demo bench fuzz lint fmt clean-cache images test-compose
+.PHONY: help setup deps models media-server python build test unit e2e soak demo bench bench-live fuzz lint fmt clean-cache images test-compose
 
 help:
 	@echo "make demo    dub $(INPUT) into Spanish -> $(OUTPUT) (INPUT=/OUTPUT= to override)"
@@ -40,6 +40,7 @@ help:
 	@echo "make test-compose  the e2e suite against the two docker-compose projects"
 	@echo "make soak    one live stream for SOAK_MINUTES (30) with faults on a schedule, then its figures"
 	@echo "make bench   STS latency benchmark (tiny.en, base, faster-whisper baseline)"
+	@echo "make bench-live  N live streams at once (BENCH_STREAMS=1,2,4,6,8): dubbed share, STS time, delay, CPU"
 	@echo "make lint    cargo fmt --check + clippy -D warnings"
 	@echo "make setup   install Debian packages, models, media server, Python venv"
 
@@ -95,6 +96,11 @@ test: unit e2e
 SOAK_MINUTES ?= 30
 soak: setup build
 	SOAK_MINUTES=$(SOAK_MINUTES) E2E_BACKEND=native $(CARGO_TARGET_DIR)/debug/soak
+
+# N live streams of read speech at once through a fresh pair per round (native backend):
+# fragments dubbed, STS time per fragment, glass-to-glass delay, CPU and RSS (docs/capacity.md).
+bench-live: setup build
+	E2E_BACKEND=native $(CARGO_TARGET_DIR)/debug/bench-live
 
 demo: setup build
 	@scripts/demo-dub.sh "$(INPUT)" "$(OUTPUT)"

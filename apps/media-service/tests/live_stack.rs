@@ -145,6 +145,10 @@ impl Stack {
                     "-probesize",
                     "20000000",
                 ])
+                // The local media server does not always tell a player that the
+                // publication ended (seen once in CI under load, after the worker had
+                // finished): 10 s without data ends the recording too.
+                .args(["-rw_timeout", "10000000"])
                 .args(["-rtmp_app", "live", "-rtmp_playpath"])
                 .arg(format!("{name}/out"))
                 .args([

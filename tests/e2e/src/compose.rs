@@ -297,18 +297,29 @@ pub fn container_run_time(container: &str) -> anyhow::Result<Duration> {
     let out = docker(&[
         "inspect",
         "--format",
-        "{{.State.StartedAt}} {{.State.FinishedAt}}",
+        "{{.State.Status}} {{.State.StartedAt}} {{.State.FinishedAt}}",
         container,
     ])?;
     let mut it = out.split_whitespace();
-    let (Some(start), Some(end)) = (it.next(), it.next()) else {
-        bail!("{container}: no start/finish times in {out:?}");
+    let (Some(status), Some(start), Some(end)) = (it.next(), it.next(), it.next()) else {
+        bail!("{container}: no status and start/finish times in {out:?}");
     };
-    let (start, end) = (rfc3339_nanos(start)?, rfc3339_nanos(end)?);
-    if end < start {
-        bail!("{container} has not finished (started {start}, finished {end})");
+    run_time(
+        container,
+        status,
+        rfc3339_nanos(start)?,
+        rfc3339_nanos(end)?,
+    )
+}
+
+/// The run time from an engine's state: an exited container whose finish time reads a
+/// little before its start (seen: 2 ms, a process that exits at once: the engine stamps
+/// the start after the process is already running) ran for no measurable time.
+fn run_time(container: &str, status: &str, start: i128, end: i128) -> anyhow::Result<Duration> {
+    if !matches!(status, "exited" | "dead") {
+        bail!("{container} has not finished (state {status})");
     }
-    Ok(Duration::from_nanos((end - start) as u64))
+    Ok(Duration::from_nanos((end - start).max(0) as u64))
 }
 
 /// Nanoseconds since 1970 of an engine timestamp (`2026-12-02T05:40:23.325977251Z`).
@@ -446,6 +457,20 @@ pub fn host_user() -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_container_that_exited_at_once_ran_for_zero() {
+        assert_eq!(run_time("c", "exited", 1_000, 998).unwrap(), Duration::ZERO);
+        assert_eq!(
+            run_time("c", "exited", 1_000, 3_000).unwrap(),
+            Duration::from_nanos(2_000)
+        );
+        assert!(run_time("c", "running", 1_000, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("state running"));
+    }
+
     use super::*;
 
     #[test]

@@ -10,7 +10,11 @@
 //! file time `t` went out at `published_at + t` (plus its start-up, a few tens of ms,
 //! which the tolerance below covers).
 
+use std::path::Path;
+
+use crate::analyzer::{decode_audio_mono, AnalyzeError, StreamReport};
 use crate::media::RecordedSegment;
+use crate::placement;
 
 /// How much earlier than promised the output may reach the viewer (ms): the publisher's
 /// start-up counts towards the measure, so a measure below the promise by more than
@@ -38,6 +42,73 @@ pub fn glass_to_glass_s(
     output_s: f64,
 ) -> Option<f64> {
     Some(live_line_s(seg)? + output_s - (published_at_s + input_s))
+}
+
+/// Why a delay could not be measured.
+#[derive(Debug, thiserror::Error)]
+pub enum DelayError {
+    /// ffprobe/ffmpeg on the published file or the recording.
+    #[error(transparent)]
+    Analyze(#[from] AnalyzeError),
+    /// The published file has less audio than the stretch looked for.
+    #[error("{0}: too little audio to measure a delay")]
+    ShortInput(String),
+    /// The stretch of published audio is not in the recording.
+    #[error("{0}: the published audio is not in the recording (best match {1:.3})")]
+    NotFound(String, f64),
+    /// The recording holds no media packet.
+    #[error("{0}: no media packets recorded")]
+    Empty(String),
+}
+
+/// Seconds of the published audio, from its 10th second, looked for in the recording.
+const PROBE_FROM_S: usize = 10;
+const PROBE_LEN_S: usize = 12;
+/// Score from which the stretch counts as found: under a dub that speaks all along, the
+/// original is ducked by 15 dB and scores 0.1-0.2 (unrelated audio: below 0.05).
+pub const PROBE_SCORE: f64 = 0.08;
+
+/// The glass-to-glass delay of the live-recorded output `seg` of `published` (a file sent
+/// in real time from `published_at_s` on the segment's clock): a 12 s stretch of the
+/// published audio (from its 10th second) is found in the recording, and its arrival at
+/// the viewer compared with when it was sent. Voice-over keeps the original under the dub,
+/// so dubbed outputs are measured too.
+pub fn measure(
+    seg: &RecordedSegment,
+    published: &Path,
+    published_at_s: f64,
+) -> Result<f64, DelayError> {
+    let first_audio = |p: &Path| -> Result<f64, AnalyzeError> {
+        Ok(StreamReport::probe(p, true)?
+            .audio_pts()
+            .first()
+            .copied()
+            .unwrap_or(0.0))
+    };
+    let input = decode_audio_mono(published)?;
+    let output = decode_audio_mono(&seg.path)?;
+    let rate = placement::RATE as usize;
+    let (from, len) = (PROBE_FROM_S * rate, PROBE_LEN_S * rate);
+    if input.len() < from + len {
+        return Err(DelayError::ShortInput(published.display().to_string()));
+    }
+    let found = placement::locate(
+        &output,
+        &input[from..from + len],
+        0.0,
+        output.len() as f64 / rate as f64,
+    )
+    .ok_or_else(|| DelayError::NotFound(seg.path.display().to_string(), 0.0))?;
+    if found.score < PROBE_SCORE {
+        return Err(DelayError::NotFound(
+            seg.path.display().to_string(),
+            found.score,
+        ));
+    }
+    let input_s = first_audio(published)? + PROBE_FROM_S as f64;
+    let output_s = first_audio(&seg.path)? + found.at_s;
+    glass_to_glass_s(seg, published_at_s, input_s, output_s)
+        .ok_or_else(|| DelayError::Empty(seg.path.display().to_string()))
 }
 
 /// Checks a measured delay against the promised one; the error says by how much it missed.

@@ -12,9 +12,11 @@
 //! - [`contract`]: env contracts, compose files and `.env.e2e.example` files;
 //! - [`flv`]: FLV tags as they arrive (the live recorder's arrival times);
 //! - [`delay`]: the glass-to-glass delay from those arrival times, against OUTPUT_DELAY_MS;
-//! - [`soak`]: the soak (faults on a schedule, output gaps, resources, A/V offset).
+//! - [`soak`]: the soak (faults on a schedule, output gaps, resources, A/V offset);
+//! - [`bench`]: `make bench-live`, N live streams at once (dubbed share, STS time, delay, CPU).
 
 pub mod analyzer;
+pub mod bench;
 pub mod compose;
 pub mod contract;
 pub mod delay;

@@ -390,6 +390,24 @@ impl LiveRecorder {
         lock(&self.segments).clone()
     }
 
+    /// Waits (up to `timeout`) for the output to end by itself (no packet for 3 s after at
+    /// least one arrived; `epoch` is the recorder's), then stops and returns every segment.
+    pub fn finish_when_ended(self, epoch: Instant, timeout: Duration) -> Vec<RecordedSegment> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let last = self
+                .segments()
+                .iter()
+                .flat_map(|s| s.tags.last().map(|(at, _)| *at))
+                .fold(f64::NEG_INFINITY, f64::max);
+            if last.is_finite() && epoch.elapsed().as_secs_f64() - last > 3.0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.finish()
+    }
+
     /// Stops recording and returns every segment.
     pub fn finish(mut self) -> Vec<RecordedSegment> {
         self.shutdown();

@@ -971,11 +971,13 @@ impl Pair {
         let elapsed = started.elapsed();
         let mut service_elapsed = elapsed;
         if let Some(p) = oneshot {
-            if exited {
-                service_elapsed = compose::container_run_time(&p.name)?;
-            }
+            // Removed whatever the run time's answer: an error must not leave it behind.
+            let run_time = exited.then(|| compose::container_run_time(&p.name));
             let _ = compose::docker(&["rm", "-f", "-v", &p.name]);
             p.down()?;
+            if let Some(t) = run_time {
+                service_elapsed = t?;
+            }
         }
         Ok(OneShot {
             code,

@@ -475,7 +475,10 @@ async fn run_stream(pair: &PairInfo, name: &str, opts: RunOptions) -> anyhow::Re
             rec.map_err(|e| anyhow!("{e}"))?
         }
         Some(OutputRecorder::Live(r)) => {
-            let segments = tokio::task::spawn_blocking(move || finish_live(r, epoch)).await?;
+            let segments = tokio::task::spawn_blocking(move || {
+                r.finish_when_ended(epoch, Duration::from_secs(30))
+            })
+            .await?;
             let first = segments
                 .first()
                 .ok_or_else(|| anyhow!("{name}: no output was recorded"))?;
@@ -510,24 +513,6 @@ async fn run_stream(pair: &PairInfo, name: &str, opts: RunOptions) -> anyhow::Re
 enum OutputRecorder {
     Plain(Recorder),
     Live(LiveRecorder),
-}
-
-/// Waits (up to 30 s) for a live-recorded output to end by itself (no tag for 3 s after
-/// at least one arrived), then stops the recorder and returns its segments.
-fn finish_live(r: LiveRecorder, epoch: Instant) -> Vec<RecordedSegment> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let last = r
-            .segments()
-            .iter()
-            .flat_map(|s| s.tags.last().map(|(at, _)| *at))
-            .fold(f64::NEG_INFINITY, f64::max);
-        if last.is_finite() && epoch.elapsed().as_secs_f64() - last > 3.0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    r.finish()
 }
 
 /// The media-service's fragments.jsonl for `name`, sorted by sequence (waits briefly for
@@ -982,9 +967,8 @@ fn check_placement(pair: &PairInfo, run: &StreamRun) -> anyhow::Result<Placement
     Ok(report)
 }
 
-/// The glass-to-glass delay of a live-recorded run (s): a stretch of the published audio
-/// is found in the output, and its arrival at the viewer compared with when it was sent.
-fn measure_delay(run: &StreamRun, published: &Path) -> anyhow::Result<f64> {
+/// The glass-to-glass delay of a live-recorded run (s), see [`delay::measure`].
+fn measure_delay(run: &StreamRun) -> anyhow::Result<f64> {
     let live = run
         .live
         .as_ref()
@@ -995,39 +979,11 @@ fn measure_delay(run: &StreamRun, published: &Path) -> anyhow::Result<f64> {
         run.name,
         live.segments.len()
     );
-    let seg = &live.segments[0];
-    let input = decode_audio_mono(published)?;
-    let input_start = StreamReport::probe(published, true)?
-        .audio_pts()
-        .first()
-        .copied()
-        .unwrap_or(0.0);
-    let output = decode_audio_mono(&seg.path)?;
-    let output_start = StreamReport::probe(&seg.path, true)?
-        .audio_pts()
-        .first()
-        .copied()
-        .unwrap_or(0.0);
-    // 8 s from the 10th second of the published audio: inside every fixture's speech.
-    let rate = placement::RATE as usize;
-    let (from, len) = (10 * rate, 8 * rate);
-    ensure!(
-        input.len() >= from + len,
-        "{}: published audio too short",
-        published.display()
-    );
-    let found = placement::locate(
-        &output,
-        &input[from..from + len],
-        0.0,
-        output.len() as f64 / rate as f64,
-    )
-    .filter(|f| f.score >= placement::ANCHOR_SCORE)
-    .ok_or_else(|| anyhow!("{}: the published audio is not in the output", run.name))?;
-    let input_s = input_start + from as f64 / rate as f64;
-    let output_s = output_start + found.at_s;
-    delay::glass_to_glass_s(seg, live.published_at_s, input_s, output_s)
-        .ok_or_else(|| anyhow!("{}: no media packets recorded", run.name))
+    Ok(delay::measure(
+        &live.segments[0],
+        &run.published,
+        live.published_at_s,
+    )?)
 }
 
 /// The marks' A/V offsets in a run's output, judged against [`SYNC_BUDGET_MS`] (every
@@ -1411,17 +1367,7 @@ const SENTENCE_MIN_WORDS: usize = 3;
 /// Spanish, spoken.
 async fn check_sentence_translation(pair: &PairInfo, name: &str) -> anyhow::Result<()> {
     let wav = suite().settings.log_dir.join("sentence-en.wav");
-    let o = std::process::Command::new("espeak-ng")
-        .args(["-v", "en-us", "-s", "150", "-w"])
-        .arg(&wav)
-        .arg(SENTENCE)
-        .output()
-        .context("running espeak-ng (make setup installs it)")?;
-    ensure!(
-        o.status.success(),
-        "espeak-ng failed: {}",
-        String::from_utf8_lossy(&o.stderr).trim()
-    );
+    livedub_e2e::bench::speak_english(SENTENCE, 150, &wav)?;
     let mut pcm = decode_audio_mono(&wav)?;
     // One 6 s fragment: the sentence (~3 s) then silence.
     pcm.resize(6 * placement::RATE as usize, 0.0);
@@ -1633,7 +1579,7 @@ async fn test_output_av_sync_within_120ms() -> anyhow::Result<()> {
     for g in gauges {
         ensure!(g.abs() < SYNC_BUDGET_MS, "worker_av_sync_delta_ms = {g}");
     }
-    let delay_s = measure_delay(&run, &run.published)?;
+    let delay_s = measure_delay(&run)?;
     eprintln!(
         "[e2e] {name}: glass-to-glass delay {delay_s:.3} s (OUTPUT_DELAY_MS {MAIN_OUTPUT_DELAY_MS}, derived default)"
     );
@@ -1965,7 +1911,7 @@ async fn test_fallback_when_sts_slower_than_deadline() -> anyhow::Result<()> {
     // video by content; the delay is the slow pair's overridden OUTPUT_DELAY_MS.
     check_placement(&pair, &run)?;
     check_marks(&run, 26)?;
-    let delay_s = measure_delay(&run, &run.published)?;
+    let delay_s = measure_delay(&run)?;
     eprintln!(
         "[e2e] {name}: glass-to-glass delay {delay_s:.3} s (OUTPUT_DELAY_MS={SLOW_OUTPUT_DELAY_MS}, overridden)"
     );
