@@ -65,8 +65,9 @@ pub struct StreamFigures {
     pub statuses: BTreeMap<String, usize>,
     /// The STS's `processing_time_ms` per answered fragment.
     pub sts_ms: Vec<f64>,
-    /// Glass-to-glass delay of its output (s), or why it could not be measured.
-    pub delay: Result<f64, String>,
+    /// Glass-to-glass delay of its output and the published seconds its output lacks at
+    /// the start, or why they could not be measured.
+    pub delay: Result<delay::Measured, String>,
 }
 
 impl StreamFigures {
@@ -119,7 +120,7 @@ pub fn percentile(v: &[f64], p: f64) -> f64 {
 impl RoundFigures {
     /// The header of [`RoundFigures::row`].
     pub fn header() -> String {
-        "| streams | start | speech fragments dubbed | STS ms p50 / p95 / max | glass-to-glass s (min..max) | STS CPU % / RSS MiB | media-service CPU % / RSS MiB |\n|---|---|---|---|---|---|---|".into()
+        "| streams | start | speech fragments dubbed | STS ms p50 / p95 / max | glass-to-glass s (min..max) | start lost s (min..max) | STS CPU % / RSS MiB | media-service CPU % / RSS MiB |\n|---|---|---|---|---|---|---|---|".into()
     }
 
     /// One Markdown table row.
@@ -130,11 +131,13 @@ impl RoundFigures {
             .map(StreamFigures::speech_dubbed)
             .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
         let sts: Vec<f64> = self.streams.iter().flat_map(|s| s.sts_ms.clone()).collect();
-        let delays: Vec<f64> = self
+        let measured: Vec<delay::Measured> = self
             .streams
             .iter()
             .filter_map(|s| s.delay.as_ref().ok().copied())
             .collect();
+        let delays: Vec<f64> = measured.iter().map(|m| m.delay_s).collect();
+        let lost: Vec<f64> = measured.iter().map(|m| m.lost_start_s).collect();
         let range = |v: &[f64]| {
             if v.is_empty() {
                 "-".to_string()
@@ -146,13 +149,14 @@ impl RoundFigures {
         };
         let pct = |u: &Usage| 100.0 * u.cpu_s / self.wall_s.max(1e-9);
         format!(
-            "| {} | {} | {dubbed} / {speech} | {:.0} / {:.0} / {:.0} | {} | {:.0} % / {:.0} | {:.0} % / {:.0} |",
+            "| {} | {} | {dubbed} / {speech} | {:.0} / {:.0} / {:.0} | {} | {} | {:.0} % / {:.0} | {:.0} % / {:.0} |",
             self.round.streams,
             if self.round.staggered { "staggered" } else { "together" },
             percentile(&sts, 50.0),
             percentile(&sts, 95.0),
             percentile(&sts, 100.0),
             range(&delays),
+            range(&lost),
             pct(&self.sts),
             self.sts.rss_max_mib,
             pct(&self.media),
@@ -170,7 +174,7 @@ impl RoundFigures {
                 s.name,
                 s.statuses,
                 match &s.delay {
-                    Ok(d) => format!("{d:.3} s"),
+                    Ok(d) => format!("{:.3} s, start lost {:.2} s", d.delay_s, d.lost_start_s),
                     Err(e) => format!("not measured ({e})"),
                 }
             );
@@ -406,7 +410,10 @@ mod tests {
             .into_iter()
             .collect(),
             sts_ms: vec![700.0, 1300.0],
-            delay: Ok(d),
+            delay: Ok(delay::Measured {
+                delay_s: d,
+                lost_start_s: 1.5,
+            }),
         };
         let r = RoundFigures {
             round: Round {
@@ -427,7 +434,7 @@ mod tests {
         let row = r.row();
         assert!(row.contains("| 9 / 10 |"), "{row}");
         assert!(row.contains("700 / 1300 / 1300"), "{row}");
-        assert!(row.contains("9.10..9.20"), "{row}");
+        assert!(row.contains("| 9.10..9.20 | 1.50..1.50 |"), "{row}");
         assert!(row.contains("50 % / 500"), "{row}");
     }
 }

@@ -77,7 +77,7 @@ pub fn measure(
     seg: &RecordedSegment,
     published: &Path,
     published_at_s: f64,
-) -> Result<f64, DelayError> {
+) -> Result<Measured, DelayError> {
     let first_audio = |p: &Path| -> Result<f64, AnalyzeError> {
         Ok(StreamReport::probe(p, true)?
             .audio_pts()
@@ -105,10 +105,26 @@ pub fn measure(
             found.score,
         ));
     }
-    let input_s = first_audio(published)? + PROBE_FROM_S as f64;
-    let output_s = first_audio(&seg.path)? + found.at_s;
-    glass_to_glass_s(seg, published_at_s, input_s, output_s)
-        .ok_or_else(|| DelayError::Empty(seg.path.display().to_string()))
+    let (input_start, output_start) = (first_audio(published)?, first_audio(&seg.path)?);
+    let input_s = input_start + PROBE_FROM_S as f64;
+    let output_s = output_start + found.at_s;
+    let delay_s = glass_to_glass_s(seg, published_at_s, input_s, output_s)
+        .ok_or_else(|| DelayError::Empty(seg.path.display().to_string()))?;
+    Ok(Measured {
+        delay_s,
+        // The output's first audio sample, on the published file's timeline.
+        lost_start_s: output_start - (output_s - input_s) - input_start,
+    })
+}
+
+/// What [`measure`] found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Measured {
+    /// Glass-to-glass delay (s).
+    pub delay_s: f64,
+    /// Seconds of the published audio before the first one the output carries (the
+    /// stream's beginning that never reached the output).
+    pub lost_start_s: f64,
 }
 
 /// Checks a measured delay against the promised one; the error says by how much it missed.

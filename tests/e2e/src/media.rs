@@ -37,6 +37,17 @@ impl MediaServerAddr {
     pub fn paths_url(&self) -> String {
         format!("http://{}:{}/v3/paths/list", self.host, self.api_port)
     }
+
+    /// Whether the media server lists `live/<name>/out` (someone publishes it).
+    pub fn lists_output(&self, name: &str) -> bool {
+        crate::http::get(
+            &self.host,
+            self.api_port,
+            "/v3/paths/list",
+            Duration::from_secs(2),
+        )
+        .is_ok_and(|r| r.status == 200 && r.body.contains(&format!("\"live/{name}/out\"")))
+    }
 }
 
 /// An ffmpeg process publishing a file in real time (`-re`) to `live/<name>/in`.
@@ -340,6 +351,14 @@ impl LiveRecorder {
             let (stop, current, segments) = (stop.clone(), current.clone(), segments.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
+                    // Play only what the server lists, as a viewer picking a stream does:
+                    // with xiu-lite, players subscribing to a name nobody publishes yet
+                    // (a flood of them, one every half second) were followed once by the
+                    // media-service's publication of that name hanging for 25 s.
+                    if !server.lists_output(&name) {
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
                     let n = lock(&segments).len();
                     let path = PathBuf::from(format!("{}-{n:03}.flv", stem.display()));
                     let mut cmd = play_command(&server, &name);
