@@ -192,11 +192,12 @@ impl PlacementReport {
             .collect()
     }
 
-    /// Largest |placement error| (ms) over the dubbed fragments and the fallback ones
+    /// Largest |placement error| (ms) over the judged dubbed fragments and fallback ones
     /// (against the mapping).
     pub fn worst_error_ms(&self) -> Option<f64> {
         self.fragments
             .iter()
+            .filter(|p| !p.outside)
             .filter_map(|p| match (p.dub, p.original, self.mapping_s) {
                 (Some((_, err)), _, _) => Some(err.abs()),
                 (None, Some(o), Some(_)) => p.expected_s.map(|e| (o.at_s - e).abs() * 1000.0),
@@ -461,6 +462,8 @@ mod tests {
         assert!(r.problems().is_empty(), "{:?}", r.problems());
         assert_eq!(r.judged(), 2, "{r:?}");
         assert!(r.fragments[0].outside);
+        // The fragment left out does not count in the worst error either.
+        assert!(r.worst_error_ms().unwrap() < 1.0, "{r:?}");
     }
 
     #[test]
