@@ -105,10 +105,11 @@ bench-live: setup build
 demo: setup build
 	@scripts/demo-dub.sh "$(INPUT)" "$(OUTPUT)"
 
-bench: setup
+# One compile profile: the debug build optimises the service crates and every dependency
+# (Cargo.toml), so the benchmark does not compile CTranslate2 a second time.
+bench: setup build
 	@scripts/install-python.sh --bench
-	$(CARGO) build --release -p sts-service --bins
-	$(CARGO_TARGET_DIR)/release/sts-bench
+	$(CARGO_TARGET_DIR)/debug/sts-bench $(BENCH_ARGS)
 
 # Fuzz the protocol decoder and the fragmenter for FUZZ_SECS per target (the unit suite
 # runs them for a few seconds; replay a failure with the FUZZ_SEED and FUZZ_CASE it prints).

@@ -155,10 +155,11 @@ struct RecorderState {
 /// Records `live/<name>/out` over RTMP into an FLV file.
 ///
 /// Media servers refuse to play a path that nobody publishes yet, so the recorder is
-/// started *before* the publisher and keeps retrying (every 150 ms) until the output
-/// appears; the media server's GOP cache then hands it the stream from its last key frame,
-/// which at the start of the output is its first one. It stops at the end of the output
-/// stream (the media-service ends its publication when the input ends).
+/// started *before* the publisher, waits until the server lists the output (polled every
+/// 100 ms) and then plays it, retrying a play that ends at once; the media server's GOP
+/// cache hands it the stream from its last key frame, which at the start of the output is
+/// its first one. It stops at the end of the output stream (the media-service ends its
+/// publication when the input ends).
 #[derive(Debug)]
 pub struct Recorder {
     path: PathBuf,
@@ -191,6 +192,14 @@ impl Recorder {
             std::thread::spawn(move || {
                 let deadline = Instant::now() + give_up;
                 while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    // Play only a name the server lists: a flood of plays of a name nobody
+                    // publishes yet was followed (xiu-lite, compose, twice) by the
+                    // media-service's publication of it being held back until its input
+                    // ended; see LiveRecorder.
+                    if !server.lists_output(&name) {
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
                     let mut cmd = play_command(&server, &name);
                     cmd.args(["-f", "flv"]).arg(&path_buf);
                     let attempt_start = Instant::now();

@@ -46,6 +46,13 @@ struct Args {
     /// ASR threads (same for both engines).
     #[arg(long, default_value_t = 2)]
     threads: u16,
+    /// Also send bursts of this many fragments at once (as N streams whose fragment
+    /// boundaries line up), and report each fragment's time and the burst's; 0 = none.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
+    burst: u32,
+    /// ASR beam size.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=16))]
+    beam: u16,
 }
 
 const SENTENCES: &[&str] = &[
@@ -116,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = tempfile::tempdir()?;
     let n = args.fragments as usize;
-    println!("sts-bench: {n} fragments of 6 s espeak-ng English speech, 16 kHz mono; ASR beam 5, int8, {} threads, 10 s window", args.threads);
+    println!("sts-bench: {n} fragments of 6 s espeak-ng English speech, 16 kHz mono; ASR beam {}, int8, {} threads, 10 s window", args.beam, args.threads);
     let mut frags = Vec::with_capacity(n);
     let mut wavs = Vec::with_capacity(n);
     for i in 0..n {
@@ -142,6 +149,8 @@ async fn main() -> anyhow::Result<()> {
             &args.model_dir.display().to_string(),
             "--asr-threads",
             &args.threads.to_string(),
+            "--asr-beam-size",
+            &args.beam.to_string(),
         ])?;
         let c2 = cfg.clone();
         let t = Instant::now();
@@ -165,8 +174,12 @@ async fn main() -> anyhow::Result<()> {
         let (mut asr, mut mt, mut tts, mut fit, mut total) =
             (vec![], vec![], vec![], vec![], vec![]);
         let mut statuses = std::collections::BTreeMap::<&str, u32>::new();
+        let (mut errors, mut words) = (0usize, 0usize);
         for i in 0..n {
             let ev = pipeline.process(job(i)).await;
+            let reference = SENTENCES[i % SENTENCES.len()];
+            errors += word_errors(reference, &ev.transcript);
+            words += normalise(reference).len();
             *statuses.entry(ev.status.as_str()).or_default() += 1;
             asr.push(ev.stage_ms.asr as f64 / 1000.0);
             mt.push(ev.stage_ms.translation as f64 / 1000.0);
@@ -185,7 +198,11 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         }
-        println!("\n== {model} (load {load_s:.2} s), statuses {statuses:?}");
+        let wer = errors as f64 / words.max(1) as f64;
+        println!(
+            "\n== {model} (load {load_s:.2} s), statuses {statuses:?}, word error rate {:.1} % ({errors} of {words} words)",
+            wer * 100.0
+        );
         println!("{:<12} {:>9} {:>9}", "stage", "p50 (s)", "p95 (s)");
         for (name, v) in [
             ("asr", &asr),
@@ -200,11 +217,31 @@ async fn main() -> anyhow::Result<()> {
         let rtf95 = pct(&total, 95.0) / 6.0;
         println!("real-time factor (total / 6 s): p50 {rtf50:.3}, p95 {rtf95:.3}");
         let mut line = format!(
-            "{model}: ct2rs ASR p50 {:.3} s p95 {:.3} s, total p50 {:.3} s, RTF p50 {rtf50:.3}",
+            "{model}: ct2rs ASR p50 {:.3} s p95 {:.3} s, total p50 {:.3} s, RTF p50 {rtf50:.3}, WER {:.1} %",
             pct(&asr, 50.0),
             pct(&asr, 95.0),
-            pct(&total, 50.0)
+            pct(&total, 50.0),
+            wer * 100.0
         );
+        if args.burst > 0 {
+            let (per, walls) = bursts(&pipeline, &job, n, args.burst as usize).await;
+            println!(
+                "bursts of {} fragments at once: per fragment p50 {:.3} s, p95 {:.3} s, max {:.3} s; whole burst p50 {:.3} s ({} bursts)",
+                args.burst,
+                pct(&per, 50.0),
+                pct(&per, 95.0),
+                pct(&per, 100.0),
+                pct(&walls, 50.0),
+                walls.len()
+            );
+            line.push_str(&format!(
+                "; bursts of {}: per fragment p50 {:.3} s p95 {:.3} s max {:.3} s",
+                args.burst,
+                pct(&per, 50.0),
+                pct(&per, 95.0),
+                pct(&per, 100.0)
+            ));
+        }
         if !args.no_baseline {
             let model_path = cfg
                 .resolve_asr_model()
@@ -262,4 +299,74 @@ async fn main() -> anyhow::Result<()> {
         println!("{l}");
     }
     Ok(())
+}
+
+/// Sends the `n` fragments in bursts of `size` at once; returns every fragment's
+/// processing time and every burst's wall time, in seconds.
+async fn bursts(
+    pipeline: &Pipeline,
+    job: &impl Fn(usize) -> Job,
+    n: usize,
+    size: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut per, mut walls) = (Vec::new(), Vec::new());
+    let ids: Vec<usize> = (0..n).collect();
+    for chunk in ids.chunks(size).filter(|c| c.len() == size) {
+        let t = Instant::now();
+        let evs = futures::future::join_all(chunk.iter().map(|&i| pipeline.process(job(i)))).await;
+        walls.push(t.elapsed().as_secs_f64());
+        per.extend(evs.iter().map(|e| e.processing_time_ms as f64 / 1000.0));
+    }
+    (per, walls)
+}
+
+/// Lower-case words without punctuation.
+fn normalise(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_alphanumeric() || *c == '\'')
+                .collect::<String>()
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// Word-level edit distance (substitutions, insertions, deletions) of `heard` against
+/// `reference`.
+fn word_errors(reference: &str, heard: &str) -> usize {
+    let (r, h) = (normalise(reference), normalise(heard));
+    let mut prev: Vec<usize> = (0..=h.len()).collect();
+    for (i, rw) in r.iter().enumerate() {
+        let mut cur = vec![i + 1; h.len() + 1];
+        for (j, hw) in h.iter().enumerate() {
+            let sub = prev[j] + usize::from(rw != hw);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[h.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn word_errors_count_edits() {
+        assert_eq!(
+            word_errors("The music is too loud.", "the music is too loud"),
+            0
+        );
+        assert_eq!(
+            word_errors("The music is too loud.", "The muse is loud."),
+            2
+        );
+        assert_eq!(word_errors("I have two cats.", ""), 4);
+        assert_eq!(
+            word_errors("I have two cats.", "I have two cats and dogs"),
+            2
+        );
+    }
 }
