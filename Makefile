@@ -105,7 +105,7 @@ bench-live: setup build
 demo: setup build
 	@scripts/demo-dub.sh "$(INPUT)" "$(OUTPUT)"
 
-# One compile profile: the debug build optimises the service crates and every dependency
+# One compile profile: the debug build optimises sts-service and every dependency
 # (Cargo.toml), so the benchmark does not compile CTranslate2 a second time.
 bench: setup build
 	@scripts/install-python.sh --bench
