@@ -517,6 +517,33 @@ pub fn judge_av(offsets: &[f64], min_marks: usize, budget_ms: f64) -> Result<AvJ
     Ok(j)
 }
 
+/// [`judge_av`] with the output's first mark judged on its own against `start_budget_ms`
+/// and every later mark against `budget_ms`. The start of an output under load is a known
+/// defect (docs/e2e.md): a few audio frames clamped onto one timestamp put the first mark
+/// up to ~200 ms off in compose while the rest of the output stays in sync.
+pub fn judge_av_after_start(
+    offsets: &[f64],
+    min_marks: usize,
+    budget_ms: f64,
+    start_budget_ms: f64,
+) -> Result<AvJudgement, String> {
+    let Some((&first, rest)) = offsets.split_first() else {
+        return judge_av(offsets, min_marks, budget_ms);
+    };
+    let mut j = judge_av(rest, min_marks.saturating_sub(1), budget_ms)?;
+    let first_ms = first * 1000.0;
+    if first_ms.abs() >= start_budget_ms {
+        return Err(format!(
+            "the output's first mark has audio and video {first_ms:+.0} ms apart, budget at the start {start_budget_ms} ms (later marks: median {:+.0} ms, worst {:.0} ms)",
+            j.median_ms, j.worst_ms
+        ));
+    }
+    j.marks += 1;
+    j.first_ms = first_ms;
+    j.worst_ms = j.worst_ms.max(first_ms.abs());
+    Ok(j)
+}
+
 /// The first time of each run of `times` (sorted) whose members are less than `gap` apart.
 fn onsets(times: Vec<f64>, gap: f64) -> Vec<f64> {
     let mut out = Vec::new();
@@ -635,6 +662,18 @@ mod tests {
     #[test]
     fn av_judgement_needs_marks_and_rejects_a_shift() {
         let fine = [0.04, 0.05, 0.06, 0.05];
+        // The first mark alone is judged against the start budget, the rest at 120 ms.
+        let start_off = [0.194, 0.07, 0.08, 0.06];
+        assert!(judge_av(&start_off, 3, 120.0).is_err());
+        let j = judge_av_after_start(&start_off, 4, 120.0, 250.0).unwrap();
+        assert_eq!((j.marks, j.first_ms.round()), (4, 194.0));
+        assert!(judge_av_after_start(&[0.26, 0.07, 0.08], 3, 120.0, 250.0)
+            .unwrap_err()
+            .contains("first mark"));
+        assert!(judge_av_after_start(&[0.1, 0.07, 0.13], 3, 120.0, 250.0)
+            .unwrap_err()
+            .contains("130 ms"));
+        assert!(judge_av_after_start(&[], 1, 120.0, 250.0).is_err());
         let j = judge_av(&fine, 3, 120.0).unwrap();
         assert_eq!(j.marks, 4);
         assert!((j.worst_ms - 60.0).abs() < 1e-9 && (j.last_ms - 50.0).abs() < 1e-9);
