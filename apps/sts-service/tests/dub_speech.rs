@@ -202,9 +202,16 @@ async fn a_backlog_past_its_deadlines_is_shed_not_transcribed() {
         let ack = c.call("stream:init", init_payload(id, 16000, 1)).await;
         assert_eq!(ack["status"], "ready", "{ack}");
     }
-    for id in streams {
+    // The first fragment (no deadline) occupies the ASR thread; the two sent once its
+    // batch has started (its gather wait is at most 180 ms) queue behind it with 30 ms to
+    // live, less than its ASR takes: they must be shed, not transcribed. (Fragments that
+    // arrive together share one batch, see engines::asr.)
+    let first = fragment_payload(streams[0], 0, 16000, 1, &speech);
+    assert_eq!(c.call("fragment:data", first).await["status"], "accepted");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    for id in &streams[1..] {
         let mut f = fragment_payload(id, 0, 16000, 1, &speech);
-        f["answer_within_ms"] = json!(150);
+        f["answer_within_ms"] = json!(30);
         assert_eq!(c.call("fragment:data", f).await["status"], "accepted");
     }
     for id in streams {
@@ -213,6 +220,10 @@ async fn a_backlog_past_its_deadlines_is_shed_not_transcribed() {
                 v["stream_id"] == id
             })
             .await;
+        if id == streams[0] {
+            assert_eq!(ev["status"], "success", "{ev}");
+            continue;
+        }
         assert_eq!(ev["status"], "timeout", "{ev}");
         assert!(ev.get("dubbed_audio").is_none(), "{ev}");
     }
@@ -221,12 +232,8 @@ async fn a_backlog_past_its_deadlines_is_shed_not_transcribed() {
     let before_tts = metric(&m, "sts_fragments_shed_total{stage=\"tts\"}");
     let transcribed = metric(&m, "sts_stage_duration_seconds_count{stage=\"asr\"}");
     eprintln!("shed before asr {before_asr}, before tts {before_tts}; transcribed {transcribed}");
-    assert_eq!(before_asr + before_tts, 3.0, "every fragment was shed: {m}");
-    assert!(
-        before_asr >= 2.0,
-        "the queued ones were not transcribed: {m}"
-    );
-    assert!(transcribed <= 1.0, "at most the first was transcribed: {m}");
+    assert_eq!(before_asr, 2.0, "the queued ones were not transcribed: {m}");
+    assert_eq!(before_tts, 0.0, "{m}");
     srv.shutdown();
     srv.wait().await.unwrap();
 }
