@@ -6,7 +6,7 @@
 #   ${LIVEDUB_CACHE:-/var/cache/livedub}/bin/xiu-lite-<hash>   the cached build
 #   ${LIVEDUB_CACHE:-/var/cache/livedub}/bin/xiu-lite          stable symlink to it
 #
-# <hash> covers tools/xiu-lite's Cargo.toml, Cargo.lock and src/, so an edit to the tool
+# <hash> covers tools/xiu-lite's Cargo.toml, Cargo.lock, src/ and patches/, so an edit to the tool
 # rebuilds it and an unchanged tree reuses the cached binary (idempotent, ~0 s).
 # The build uses its own target dir (${LIVEDUB_CACHE}/xiu-lite-target) and --locked, so the
 # workspace's builds are not slowed down by its dependency tree. Prints the binary's path
@@ -24,7 +24,7 @@ log() { printf '[install-media-server] %s\n' "$*" >&2; }
 command -v cargo >/dev/null || { log "cargo not found: install Rust (https://rustup.rs) first"; exit 2; }
 [ -f "$SRC/Cargo.lock" ] || { log "missing $SRC/Cargo.lock (it must be committed)"; exit 2; }
 
-hash=$(cd "$SRC" && { cat Cargo.toml Cargo.lock; find src -type f -print0 | sort -z | xargs -0 sha256sum; } \
+hash=$(cd "$SRC" && { cat Cargo.toml Cargo.lock; find src patches -type f -print0 | sort -z | xargs -0 sha256sum; } \
   | sha256sum | cut -c1-16)
 cached="$BIN_DIR/xiu-lite-$hash"
 mkdir -p "$BIN_DIR"

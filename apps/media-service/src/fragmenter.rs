@@ -2,7 +2,10 @@
 //!
 //! Input: buffers of interleaved S16 at [`INTERNAL_RATE`] with their running time.
 //! Output: fragments of exactly `fragment_duration` (the last one may be shorter), stamped by
-//! *sample count* from the first sample. Stamping by count keeps the output audio continuous
+//! *sample count* from the first sample. Fragments end on a fixed grid of that length from
+//! the first sample: a fragment cut early by [`Fragmenter::flush`]
+//! (the input went quiet) is followed by one that completes its slot, so the boundaries of a
+//! stream never move. Stamping by count keeps the output audio continuous
 //! (one encoder, no gaps, no overlaps); the resync policy below keeps that timeline within
 //! [`Fragmenter::tolerance`] of the input's own timestamps, which the untouched video shares,
 //! so A/V sync error is bounded by the tolerance.
@@ -142,11 +145,19 @@ impl Fragmenter {
             .saturating_add(frames_to_ns(self.frames_total))
     }
 
+    /// Frames the current fragment holds when it reaches the next boundary of the grid.
+    fn slot_frames(&self) -> usize {
+        let ch = INTERNAL_CHANNELS as usize;
+        let f = self.frames_per_fragment.max(1) as u64;
+        let before = self.frames_total - (self.current.len() / ch) as u64;
+        (f - before % f) as usize
+    }
+
     /// Completes the unfinished fragment with silence and restarts the timeline at `rt_ns`.
     fn reanchor(&mut self, rt_ns: u64, out: &mut Vec<Fragment>) {
         let ch = INTERNAL_CHANNELS as usize;
         if !self.current.is_empty() {
-            let missing = self.frames_per_fragment - self.current.len() / ch;
+            let missing = self.slot_frames() - self.current.len() / ch;
             self.stats.gap_frames_filled += missing as u64;
             self.append(&vec![0i16; missing * ch], 0, out);
         }
@@ -204,8 +215,8 @@ impl Fragmenter {
 
     fn append(&mut self, mut samples: &[i16], drift: u64, out: &mut Vec<Fragment>) {
         let ch = INTERNAL_CHANNELS as usize;
-        let want = self.frames_per_fragment * ch;
         while !samples.is_empty() {
+            let want = self.slot_frames() * ch;
             let take = (want - self.current.len()).min(samples.len());
             self.current.extend_from_slice(&samples[..take]);
             self.frames_total += (take / ch) as u64;
@@ -236,7 +247,8 @@ impl Fragmenter {
         f
     }
 
-    /// Emits the unfinished fragment (end of stream), if it holds any audio.
+    /// Emits the unfinished fragment (end of stream, or an input gone quiet), if it holds
+    /// any audio. Audio that comes after it fills the rest of the same slot first.
     pub fn flush(&mut self) -> Option<Fragment> {
         if self.current.is_empty() {
             None
@@ -343,6 +355,26 @@ mod tests {
         // The next fragment continues at exactly 1 s.
         out.extend(f.push(1200 * MS, &buf(48_000, 9)));
         assert_eq!(out[1].start_ns, 1000 * MS);
+    }
+
+    #[test]
+    fn a_flush_mid_slot_keeps_the_grid() {
+        let mut f = Fragmenter::new(1000, 40);
+        let mut out = f.push(0, &buf(12_000, 1)); // 0..250 ms, then the input goes quiet
+        let early = f.flush().expect("a quarter of a fragment");
+        assert_eq!((early.start_ns, early.duration_ns), (0, 250 * MS));
+        assert!(early.partial);
+        // The input resumes: the next fragment completes the slot (250..1000 ms), then the
+        // grid goes on at whole seconds.
+        out.extend(f.push(250 * MS, &buf(48_000 * 2, 2)));
+        let spans: Vec<(u64, u64, u64)> = out
+            .iter()
+            .map(|fr| (fr.sequence, fr.start_ns / MS, fr.duration_ns / MS))
+            .collect();
+        assert_eq!(spans, vec![(1, 250, 750), (2, 1000, 1000)]);
+        // What came after the last boundary (2000..2250 ms) on a flush; then nothing is held.
+        assert_eq!(f.flush().map(|fr| fr.duration_ns / MS), Some(250));
+        assert!(f.flush().is_none());
     }
 
     #[test]

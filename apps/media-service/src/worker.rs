@@ -283,6 +283,19 @@ fn no_audio_error(stream: &str, uri: &str, tracks: crate::pipeline::TrackLog) ->
 /// nothing can be dubbed or output without the audio track.
 pub const AUDIO_START_TIMEOUT_MS: u64 = 8_000;
 
+/// A live input that has been quiet this long (no buffer on either branch, not silence) gets its
+/// unfinished fragment sent to the STS at once, instead of when INPUT_IDLE_TIMEOUT_MS ends the
+/// worker: a publisher that stopped mid-fragment still gets its last words dubbed (before,
+/// that fragment reached the STS with about a second left and went out original). Capped at
+/// half the idle timeout. The fragment grid does not move: audio that resumes completes the
+/// same slot (fragmenter.rs).
+pub const QUIET_INPUT_FLUSH_MS: u64 = 1_000;
+
+/// When the unfinished fragment of a quiet input is sent on (ns), for an idle timeout.
+fn quiet_flush_after_ns(idle_timeout_ms: u32) -> u64 {
+    QUIET_INPUT_FLUSH_MS.min(idle_timeout_ms as u64 / 2) * 1_000_000
+}
+
 /// What a viewer of a stream's output gets now: the operator's one-word answer in
 /// `/health` and `GET /v1/streams`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -536,6 +549,15 @@ pub async fn run_worker(
                         // Seen with a media server that let a reader join before the
                         // publisher had set up its audio track: video only, for good.
                         break Err(no_audio_error(&name, &redact::uri(&cfg.input_uri), graph.tracks.snapshot()));
+                    }
+                    // Both branches quiet (a publisher that stopped, not an audio hiccup).
+                    if !input_done && now.saturating_sub(last) > quiet_flush_after_ns(cfg.idle_timeout_ms) {
+                        // Nothing held: the fragmenter emits nothing until media comes back.
+                        let partial = lock(&fragmenter).flush();
+                        if let Some(f) = partial {
+                            info!(stream = %name, seq = f.sequence, held_ms = f.duration_ns / 1_000_000, quiet_ms = now.saturating_sub(last) / 1_000_000, "input quiet: its unfinished fragment goes to the STS now");
+                            co.on_fragment(f);
+                        }
                     }
                     if !input_done && now.saturating_sub(last) > cfg.idle_timeout_ms as u64 * 1_000_000 {
                         info!(stream = %name, idle_ms = cfg.idle_timeout_ms, "input idle (publisher stopped?): flushing and ending the output");

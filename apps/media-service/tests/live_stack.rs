@@ -211,6 +211,35 @@ impl Stack {
         })
     }
 
+    /// The last lines of every process of the stack (media server, media-service, STS,
+    /// publishers, recorders): what explains a short or late output.
+    fn logs_of_the_run(&self) -> String {
+        let mut logs: Vec<(String, String)> = std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|f| f.ends_with(".log"))
+            .map(|f| {
+                let text = std::fs::read_to_string(self.dir.path().join(&f)).unwrap_or_default();
+                (f, text)
+            })
+            .collect();
+        logs.sort();
+        logs.iter()
+            .map(|(file, text)| {
+                let lines: Vec<&str> = text.lines().collect();
+                let from = lines.len().saturating_sub(60);
+                format!(
+                    "--- {file} (its last {} lines)\n{}",
+                    lines.len() - from,
+                    lines[from..].join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Dubbed fragments of `name` so far (`worker_audio_fragments_total`).
     fn processed(&self, name: &str) -> f64 {
         metric(
@@ -261,7 +290,9 @@ fn rtsp_in_rtmp_out_dubbed_in_sync_via_control_api() {
     // The recorder joins once the output is listed, losing up to a GOP and the join time.
     assert!(
         dur > 16.0 && dur < 21.0,
-        "output video lasts {dur:.2} s for a 20 s input"
+        "output video lasts {dur:.2} s for a 20 s input (first pts {:.2} s)\n{}",
+        v.first_pts,
+        stack.logs_of_the_run()
     );
     let offsets = common::av_offsets_joined(&rec);
     assert!(offsets.len() >= 14, "flash/beep pairs found: {offsets:?}");
@@ -592,6 +623,61 @@ fn sei_nal_units_in_the_input_do_not_break_output_timestamps() {
 /// faster than discovery can see a gap) gets its output back under the same name, and the
 /// fragment numbers continue; an input that stays away longer than INPUT_GRACE_MS ends its
 /// stream.
+/// A publisher that stops mid-fragment still gets that fragment dubbed: once the input's
+/// media has been quiet for QUIET_INPUT_FLUSH_MS (1 s) the unfinished fragment goes to the
+/// STS, long before INPUT_IDLE_TIMEOUT_MS ends the worker. Here the idle timeout (4 s) plus
+/// the STS's 2 s would land after the fragment's deadline (start + 7 s - 0.5 s): without the
+/// early send the last fragment goes out original.
+#[test]
+fn the_last_fragment_of_a_stopped_publisher_is_dubbed() {
+    let stack = start_stack_with(2_000, true, &[("INPUT_IDLE_TIMEOUT_MS", "4000")]);
+    let name = "end1";
+    let clip = stack.dir.path().join("sync.mp4");
+    // 10 s: fragments of 4 s, 4 s and what is left (the join costs a little of the start).
+    common::make_sync_clip(&clip, 10);
+    let mut publisher = stack.publish(&clip, name);
+    let _rec = stack.record_output(name);
+    assert!(publisher.wait_exit(Duration::from_secs(30)).is_some());
+    let log_path = stack
+        .dir
+        .path()
+        .join("segments")
+        .join(name)
+        .join("fragments.jsonl");
+    let placed = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    common::wait_until_explained(
+        Duration::from_secs(30),
+        "the stream's three fragments placed",
+        || placed().len() >= 3,
+        || format!("placed: {:?}\n{}", placed(), stack.logs_of_the_run()),
+    );
+    let lines = placed();
+    let last = lines
+        .iter()
+        .max_by_key(|l| l["sequence"].as_u64())
+        .expect("fragments were placed");
+    assert_eq!(
+        last["status"],
+        "processed",
+        "the last (partial) fragment went out original: {lines:?}\n{}",
+        stack.logs_of_the_run()
+    );
+    assert!(
+        stack
+            .ms
+            .log_text()
+            .contains("its unfinished fragment goes to the STS now"),
+        "{}",
+        stack.ms.log_text()
+    );
+}
+
 #[test]
 fn an_input_that_comes_back_gets_its_output_back() {
     let stack = start_stack_with(0, true, &[("INPUT_GRACE_MS", "6000")]);

@@ -282,6 +282,80 @@ mod tests {
         assert_eq!(list["items"][0]["source"]["type"], "rtspSession");
     }
 
+    /// An RTSP server on a thread of its own (its own runtime, never joined: a session that
+    /// spins cannot hang the test), on a free port.
+    fn rtsp_server_on_its_own_thread() -> u16 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let (event_producer, event_consumer) = mpsc::unbounded_channel();
+                let mut hub = StreamsHub::new(None, event_producer, event_consumer);
+                let producer = hub.get_hub_event_sender();
+                tokio::spawn(async move { hub.run().await });
+                let mut server =
+                    xrtsp::rtsp::RtspServer::new(format!("127.0.0.1:{port}"), producer, None);
+                let _ = server.run().await;
+            });
+        });
+        port
+    }
+
+    /// The patched xrtsp (patches/xrtsp, PATCH.md): a request that arrives in two TCP reads
+    /// is answered, and two requests in one read get two answers. Upstream spun forever on
+    /// the first case (no answer, a runtime thread lost) and dropped the second request.
+    #[test]
+    fn rtsp_requests_split_or_joined_across_reads_are_answered() {
+        use std::io::{Read, Write};
+        let port = rtsp_server_on_its_own_thread();
+        let mut conn = None;
+        for _ in 0..50 {
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(c) => {
+                    conn = Some(c);
+                    break;
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
+        }
+        let mut conn = conn.expect("the RTSP server listens");
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut answers = String::new();
+        let mut read_until = |conn: &mut std::net::TcpStream, cseqs: &[&str]| {
+            let mut buf = [0u8; 4096];
+            while !cseqs.iter().all(|c| answers.contains(&format!("CSeq: {c}\r\n"))) {
+                match conn.read(&mut buf) {
+                    Ok(0) => panic!("the server closed the session; answers so far: {answers:?}"),
+                    Ok(n) => answers.push_str(&String::from_utf8_lossy(&buf[..n])),
+                    Err(e) => panic!("no answer for CSeq {cseqs:?} ({e}); answers so far: {answers:?}"),
+                }
+            }
+        };
+        let options = |cseq: u32| {
+            format!("OPTIONS rtsp://127.0.0.1:{port}/live/x/in RTSP/1.0\r\nCSeq: {cseq}\r\n\r\n")
+        };
+        // Split inside the headers, the second part after a pause.
+        let first = options(1);
+        let (a, b) = first.split_at(first.len() - 3);
+        conn.write_all(a.as_bytes()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        conn.write_all(b.as_bytes()).unwrap();
+        read_until(&mut conn, &["1"]);
+        // Two requests in one write.
+        conn.write_all(format!("{}{}", options(2), options(3)).as_bytes())
+            .unwrap();
+        read_until(&mut conn, &["2", "3"]);
+        assert_eq!(answers.matches("RTSP/1.0 200 OK").count(), 3, "{answers}");
+    }
+
     #[test]
     fn no_streams_is_an_empty_list() {
         let list = paths_from_statistics(&json!({}));

@@ -1,0 +1,13 @@
+pub mod global_trait;
+// pub mod http;
+pub mod relay;
+pub mod rtp;
+pub mod rtsp;
+pub mod rtsp_channel;
+pub mod rtsp_codec;
+pub mod rtsp_range;
+pub mod rtsp_track;
+pub mod rtsp_transport;
+pub mod rtsp_utils;
+pub mod sdp;
+pub mod session;
