@@ -225,6 +225,9 @@ pub struct Settings {
     /// Length of the audio fragments sent to the STS (ms).
     #[arg(long, env = "FRAGMENT_DURATION_MS", default_value = "6000", value_parser = fragment_ms, global = true)]
     pub fragment_duration_ms: u32,
+    /// Spread the fragment boundaries of streams that start together over the fragment length: a new live stream whose fragments would end together with a running stream's gets a shorter first fragment, so their fragments reach the STS at different moments.
+    #[arg(long, env = "FRAGMENT_STAGGER", default_value = "true", value_parser = boolean, action = clap::ArgAction::Set, global = true)]
+    pub fragment_stagger: bool,
     /// Time the STS gets per fragment, from the fragment's end to its answer (ms); used for the default OUTPUT_DELAY_MS.
     #[arg(long, env = "STS_BUDGET_MS", default_value = "2500", value_parser = budget_ms, global = true)]
     pub sts_budget_ms: u32,

@@ -79,6 +79,9 @@ pub struct Fragmenter {
     current_drift: u64,
     sequence: u64,
     stats: ResyncStats,
+    /// Offset of the fragment grid (frames, < frames_per_fragment): the first fragment is
+    /// that much shorter (FRAGMENT_STAGGER, stagger.rs).
+    phase_frames: u64,
 }
 
 // Both conversions multiply before dividing (exact rounding); in u64 the product overflows
@@ -108,7 +111,24 @@ impl Fragmenter {
             current_drift: 0,
             sequence: 0,
             stats: ResyncStats::default(),
+            phase_frames: 0,
         }
+    }
+
+    /// Makes the first fragment `ms` shorter (modulo the fragment length), shifting the
+    /// whole grid by that much; every later fragment keeps the full length. Only before
+    /// the first sample: once audio has arrived the grid stays where it is.
+    pub fn shorten_first(&mut self, ms: u32) {
+        if self.started() {
+            return;
+        }
+        let f = self.frames_per_fragment.max(1) as u64;
+        self.phase_frames = (ms as u64 * INTERNAL_RATE as u64 / 1000) % f;
+    }
+
+    /// Whether audio has arrived.
+    pub fn started(&self) -> bool {
+        self.next_ns.is_some()
     }
 
     /// The same fragmenter, numbering its first fragment `sequence`.
@@ -150,7 +170,7 @@ impl Fragmenter {
         let ch = INTERNAL_CHANNELS as usize;
         let f = self.frames_per_fragment.max(1) as u64;
         let before = self.frames_total - (self.current.len() / ch) as u64;
-        (f - before % f) as usize
+        (f - (before + self.phase_frames) % f) as usize
     }
 
     /// Completes the unfinished fragment with silence and restarts the timeline at `rt_ns`.
@@ -375,6 +395,28 @@ mod tests {
         // What came after the last boundary (2000..2250 ms) on a flush; then nothing is held.
         assert_eq!(f.flush().map(|fr| fr.duration_ns / MS), Some(250));
         assert!(f.flush().is_none());
+    }
+
+    #[test]
+    fn a_shortened_first_fragment_shifts_the_grid_once() {
+        let mut f = Fragmenter::new(1000, 40);
+        f.shorten_first(400);
+        let out = f.push(2_000 * MS, &buf(48_000 * 3, 1));
+        f.shorten_first(100); // too late: the grid is fixed
+        let out2 = f.push(5_000 * MS, &buf(48_000, 1));
+        let spans: Vec<(u64, u64)> = out
+            .iter()
+            .chain(&out2)
+            .map(|fr| ((fr.start_ns - 2_000 * MS) / MS, fr.duration_ns / MS))
+            .collect();
+        assert_eq!(
+            spans,
+            vec![(0, 600), (600, 1000), (1600, 1000), (2600, 1000)]
+        );
+        // A whole fragment is no shortening.
+        let mut g = Fragmenter::new(1000, 40);
+        g.shorten_first(1000);
+        assert_eq!(g.push(0, &buf(48_000, 1))[0].duration_ns, 1000 * MS);
     }
 
     #[test]

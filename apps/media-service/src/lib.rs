@@ -20,5 +20,6 @@ pub mod pipeline;
 pub mod policy;
 pub mod redact;
 pub mod spoken;
+pub mod stagger;
 pub mod sts;
 pub mod worker;

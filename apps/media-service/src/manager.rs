@@ -117,6 +117,8 @@ pub struct Manager {
     /// What discovery has seen on the media server, and started.
     appearances: Mutex<Appearances>,
     shutdown: CancellationToken,
+    /// Where the streams' fragment boundaries fall (FRAGMENT_STAGGER), if staggered.
+    stagger: Option<Arc<crate::stagger::Planner>>,
 }
 
 /// Valid stream names.
@@ -135,11 +137,15 @@ impl Manager {
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
+        let stagger = settings
+            .fragment_stagger
+            .then(|| crate::stagger::Planner::new(settings.fragment_duration_ms));
         Arc::new(Self {
             settings,
             metrics,
             streams: Mutex::new(BTreeMap::new()),
             appearances: Mutex::new(Appearances::default()),
+            stagger,
             shutdown,
         })
     }
@@ -212,7 +218,8 @@ impl Manager {
             ..Default::default()
         }));
         let cancel = self.shutdown.child_token();
-        let wcfg = worker_config(s, &req.name, input, output);
+        let mut wcfg = worker_config(s, &req.name, input, output);
+        wcfg.stagger = self.stagger.clone();
         let me = self.clone();
         let task = tokio::spawn(
             me.clone()
@@ -648,6 +655,7 @@ pub fn worker_config(
         segment_keep: s.segment_artifacts_keep,
         mix: s.mix(),
         first_sequence: 0,
+        stagger: None,
     }
 }
 

@@ -116,6 +116,8 @@ pub struct WorkerConfig {
     pub segment_keep: u32,
     /// How dubbed audio is combined with the original (MIX_MODE, DUCK_DB).
     pub mix: MixConfig,
+    /// The boundary planner of the media-service's live streams (FRAGMENT_STAGGER), if on.
+    pub stagger: Option<Arc<crate::stagger::Planner>>,
 }
 
 /// How a fragment went out.
@@ -444,7 +446,15 @@ pub async fn run_worker(
     let fragmenter = Arc::new(Mutex::new(
         Fragmenter::new(cfg.fragment_ms, cfg.resync_tolerance_ms).starting_at(cfg.first_sequence),
     ));
-    install_appsink(&graph, fragmenter.clone(), audio_tx.clone(), name.clone());
+    // This run's place among the streams' fragment boundaries, freed when it returns.
+    let seat = cfg.stagger.as_ref().map(|p| Arc::new(p.seat()));
+    install_appsink(
+        &graph,
+        fragmenter.clone(),
+        audio_tx.clone(),
+        name.clone(),
+        seat.as_ref().map(Arc::downgrade),
+    );
 
     // Bus -> coordinator, on a plain thread (keeps GLib off the tokio workers).
     let (bus_tx, mut bus_rx) = mpsc::channel::<BusMsg>(16);
@@ -693,6 +703,7 @@ fn install_appsink(
     fragmenter: Arc<Mutex<Fragmenter>>,
     tx: mpsc::Sender<AudioMsg>,
     name: String,
+    seat: Option<std::sync::Weak<crate::stagger::Seat>>,
 ) {
     let tx_eos = tx.clone();
     let frag_eos = fragmenter.clone();
@@ -718,7 +729,12 @@ fn install_appsink(
                     .map(|b| i16::from_le_bytes([b[0], b[1]]))
                     .collect();
                 drop(map);
-                let done = lock(&fragmenter).push(rt.nseconds(), &samples);
+                let mut frag = lock(&fragmenter);
+                if !frag.started() {
+                    place_grid(&mut frag, seat.as_ref(), &name);
+                }
+                let done = frag.push(rt.nseconds(), &samples);
+                drop(frag);
                 for f in done {
                     // Never block a streaming thread: 64 fragments of backlog means the
                     // coordinator is gone, and dropping is the only sane thing left.
@@ -739,6 +755,23 @@ fn install_appsink(
             })
             .build(),
     );
+}
+
+/// Places the stream's fragment grid among the other streams' (FRAGMENT_STAGGER) as its
+/// first sample arrives.
+fn place_grid(
+    frag: &mut Fragmenter,
+    seat: Option<&std::sync::Weak<crate::stagger::Seat>>,
+    name: &str,
+) {
+    let Some(seat) = seat.and_then(|w| w.upgrade()) else {
+        return;
+    };
+    let shorter_ms = seat.place(std::time::Instant::now());
+    if shorter_ms > 0 {
+        info!(stream = %name, shorter_ms, "fragment boundaries staggered: the first fragment is shorter, so that this stream's fragments do not reach the STS together with another stream's");
+    }
+    frag.shorten_first(shorter_ms);
 }
 
 /// Owns a started graph's teardown: the NULL state (which frees the graph's sockets,

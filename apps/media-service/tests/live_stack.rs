@@ -623,6 +623,129 @@ fn sei_nal_units_in_the_input_do_not_break_output_timestamps() {
 /// faster than discovery can see a gap) gets its output back under the same name, and the
 /// fragment numbers continue; an input that stays away longer than INPUT_GRACE_MS ends its
 /// stream.
+/// Wall-clock seconds (of the day) of each "fragment processed" line the STS logged for
+/// `stream`, by sequence number. Read from the STS's own log, not the media-service's: the
+/// moments its fragments arrived (the echo STS answers at once).
+fn sts_arrivals(sts_log: &str, stream: &str) -> std::collections::BTreeMap<u64, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for raw in sts_log.lines() {
+        // Strip ANSI colour sequences (ESC [ ... m).
+        let mut line = String::new();
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                for d in chars.by_ref() {
+                    if d == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                line.push(c);
+            }
+        }
+        if !line.contains("fragment processed") {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let Some(stamp) = words.next() else { continue };
+        let fields: Vec<&str> = words.collect();
+        if !fields.contains(&format!("stream={stream}").as_str()) {
+            continue;
+        }
+        let Some(seq) = fields
+            .iter()
+            .find_map(|f| f.strip_prefix("seq=").and_then(|v| v.parse::<u64>().ok()))
+        else {
+            continue;
+        };
+        // 2026-12-04T19:55:01.123456Z -> seconds of the day.
+        let Some(time) = stamp.split('T').nth(1).map(|t| t.trim_end_matches('Z')) else {
+            continue;
+        };
+        let parts: Vec<f64> = time.split(':').filter_map(|p| p.parse().ok()).collect();
+        if let [h, m, sec] = parts[..] {
+            out.insert(seq, h * 3600.0 + m * 60.0 + sec);
+        }
+    }
+    out
+}
+
+/// Two live streams whose workers start at the same moment (both added through the control
+/// API once both inputs are listed) get fragment boundaries apart (FRAGMENT_STAGGER, the
+/// default): the second stream's first fragment is shorter, so their fragments reach the STS
+/// half a fragment apart instead of together. Judged on the STS's log of arrivals. With
+/// FRAGMENT_STAGGER=false the same run measures the two streams' arrivals 0-250 ms apart
+/// and fails.
+#[test]
+fn concurrent_streams_get_staggered_fragment_boundaries() {
+    let stack = start_stack(0, false);
+    let clip = stack.dir.path().join("sync.mp4");
+    common::make_sync_clip(&clip, 20);
+    let names = ["stag-a", "stag-b"];
+    let _publishers: Vec<Proc> = names.iter().map(|n| stack.publish(&clip, n)).collect();
+    wait_until(
+        Duration::from_secs(20),
+        "both inputs listed as ready",
+        || {
+            http_get(stack.api, "/v3/paths/list").is_some_and(|(_, b)| {
+                let v: serde_json::Value = serde_json::from_str(&b).unwrap_or_default();
+                let ready =
+                    |n: &str| {
+                        v["items"].as_array().into_iter().flatten().any(|i| {
+                            i["name"] == format!("live/{n}/in").as_str() && i["ready"] == true
+                        })
+                    };
+                names.iter().all(|n| ready(n))
+            })
+        },
+    );
+    for n in names {
+        let (code, body) = stack.add_stream(n);
+        assert_eq!(code, 201, "{body}");
+    }
+    let fragment_s = 4.0; // FRAGMENT_DURATION_MS of the stack
+    common::wait_until_explained(
+        Duration::from_secs(40),
+        "fragments 1 and 2 of both streams at the STS",
+        || {
+            let log = stack._sts.log_text();
+            names.iter().all(|n| {
+                let a = sts_arrivals(&log, n);
+                a.contains_key(&1) && a.contains_key(&2)
+            })
+        },
+        || stack.logs_of_the_run(),
+    );
+    let log = stack._sts.log_text();
+    let phases = |n: &str| -> Vec<f64> {
+        let a = sts_arrivals(&log, n);
+        [1u64, 2].iter().map(|k| a[k] % fragment_s).collect()
+    };
+    let (pa, pb) = (phases(names[0]), phases(names[1]));
+    let circular = |x: f64, y: f64| {
+        let d = (x - y).abs() % fragment_s;
+        d.min(fragment_s - d)
+    };
+    let closest = pa
+        .iter()
+        .flat_map(|x| pb.iter().map(move |y| circular(*x, *y)))
+        .fold(f64::INFINITY, f64::min);
+    eprintln!(
+        "fragment arrival phases (s of {fragment_s}): {pa:?} and {pb:?}; closest {closest:.3}"
+    );
+    assert!(
+        closest >= fragment_s / 4.0,
+        "the two streams' fragments reach the STS {closest:.3} s apart (phases {pa:?} and {pb:?}): not staggered\n{}",
+        stack.logs_of_the_run()
+    );
+    let ms_log = stack.ms.log_text();
+    assert_eq!(
+        ms_log.matches("fragment boundaries staggered").count(),
+        1,
+        "exactly one of the two streams moved its grid:\n{ms_log}"
+    );
+}
+
 /// A publisher that stops mid-fragment still gets that fragment dubbed: once the input's
 /// media has been quiet for QUIET_INPUT_FLUSH_MS (1 s) the unfinished fragment goes to the
 /// STS, long before INPUT_IDLE_TIMEOUT_MS ends the worker. Here the idle timeout (4 s) plus

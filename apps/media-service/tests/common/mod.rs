@@ -498,6 +498,7 @@ pub fn worker_config(
         start_timeout_ms: 10_000,
         resync_tolerance_ms: 40,
         first_sequence: 0,
+        stagger: None,
         segment_keep: 600,
         aac_bitrate: 96_000,
         segment_dir: None,
