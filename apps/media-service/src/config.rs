@@ -252,7 +252,7 @@ pub struct Settings {
     /// Discovery poll interval (ms): a newly published input is read within about this long of becoming ready. One poll is one small HTTP request to the media server's API.
     #[arg(long, env = "DISCOVERY_INTERVAL_MS", default_value = "250", value_parser = timeout_ms, global = true)]
     pub discovery_interval_ms: u32,
-    /// No media from a live input for this long ends its worker (the publisher stopped) (ms). Its unfinished fragment goes to the STS after min(1000, this / 2) ms without media already.
+    /// No media from a live input for this long ends its worker (the publisher stopped) (ms). Its unfinished fragment goes to the STS after min(700, this / 2) ms without media already.
     #[arg(long, env = "INPUT_IDLE_TIMEOUT_MS", default_value = "2000", value_parser = timeout_ms, global = true)]
     pub input_idle_timeout_ms: u32,
     /// How long a live input that stopped (publisher gone or stalled) may take to come back before its output ends for good; 0 ends it at once (ms, 0..3600000). While waiting the stream shows state waiting_for_input.

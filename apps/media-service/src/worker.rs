@@ -291,7 +291,7 @@ pub const AUDIO_START_TIMEOUT_MS: u64 = 8_000;
 /// that fragment reached the STS with about a second left and went out original). Capped at
 /// half the idle timeout. The fragment grid does not move: audio that resumes completes the
 /// same slot (fragmenter.rs).
-pub const QUIET_INPUT_FLUSH_MS: u64 = 1_000;
+pub const QUIET_INPUT_FLUSH_MS: u64 = 700;
 
 /// When the unfinished fragment of a quiet input is sent on (ns), for an idle timeout.
 fn quiet_flush_after_ns(idle_timeout_ms: u32) -> u64 {

@@ -747,7 +747,7 @@ fn concurrent_streams_get_staggered_fragment_boundaries() {
 }
 
 /// A publisher that stops mid-fragment still gets that fragment dubbed: once the input's
-/// media has been quiet for QUIET_INPUT_FLUSH_MS (1 s) the unfinished fragment goes to the
+/// media has been quiet for QUIET_INPUT_FLUSH_MS (700 ms) the unfinished fragment goes to the
 /// STS, long before INPUT_IDLE_TIMEOUT_MS ends the worker. Here the idle timeout (4 s) plus
 /// the STS's 2 s would land after the fragment's deadline (start + 7 s - 0.5 s): without the
 /// early send the last fragment goes out original.
