@@ -128,6 +128,25 @@ fn http_url(s: &str) -> Result<String, String> {
     }
 }
 
+/// One STS URL, or several separated by commas (streams are spread over them).
+fn http_urls(s: &str) -> Result<String, String> {
+    let urls: Vec<String> = s
+        .split(',')
+        .map(|u| {
+            http_url(u).map_err(|_| {
+                format!("'{}' is not a URL: expected one http:// or https:// URL such as http://127.0.0.1:3000, or several separated by commas", u.trim())
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = urls.iter().find(|u| !seen.insert(u.as_str())) {
+        return Err(format!(
+            "{twice} is listed twice: expected distinct STS URLs"
+        ));
+    }
+    Ok(urls.join(","))
+}
+
 fn log_level(s: &str) -> Result<String, String> {
     let t = s.trim();
     let lower = t.to_ascii_lowercase();
@@ -199,8 +218,8 @@ pub struct Settings {
     /// Most workers running at once, control API and discovery together; a POST beyond it answers 429 and discovery waits for a free slot.
     #[arg(long, env = "MAX_STREAMS", default_value_t = DEFAULT_MAX_STREAMS, value_parser = max_streams, global = true)]
     pub max_streams: u32,
-    /// Socket.IO URL of the sts-service.
-    #[arg(long, env = "STS_SERVICE_URL", default_value = "http://host.docker.internal:3000", value_parser = http_url, global = true)]
+    /// Socket.IO URL of the sts-service, or several separated by commas: each new stream goes to the one with the fewest streams (then the first listed) and stays with it.
+    #[arg(long, env = "STS_SERVICE_URL", default_value = "http://host.docker.internal:3000", value_parser = http_urls, global = true)]
     pub sts_service_url: String,
     /// Token sent in the Socket.IO handshake auth ({token}) when set.
     #[arg(long, env = "STS_AUTH_TOKEN", global = true, hide_env_values = true)]
@@ -282,6 +301,14 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The STS instances (STS_SERVICE_URL), in the order listed; never empty.
+    pub fn sts_urls(&self) -> Vec<String> {
+        self.sts_service_url
+            .split(',')
+            .map(str::to_string)
+            .collect()
+    }
+
     /// OUTPUT_DELAY_MS, or its default F + budget + margin.
     pub fn output_delay_ms(&self) -> u32 {
         self.output_delay_ms

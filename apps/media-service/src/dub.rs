@@ -103,8 +103,10 @@ pub async fn run(
     };
     let cfg = worker_config(&settings, &name, uri.clone(), output.clone());
     let metrics = Arc::new(Metrics::new());
-    let (dubber, events) =
-        StsDubber::start(sts_client_config(&settings), stream_init(&settings, &name));
+    let (dubber, events) = StsDubber::start(
+        sts_client_config(&settings, &cfg.sts_url),
+        stream_init(&settings, &name),
+    );
 
     eprintln!(
         "dubbing {} -> {} ({} -> {}, fragments of {} ms, output delay {} ms, mix {}, real time)",
@@ -131,11 +133,11 @@ pub async fn run(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         if dubber.is_ready() {
-            eprintln!("connected to the STS at {}", settings.sts_service_url);
+            eprintln!("connected to the STS at {}", cfg.sts_url);
         } else {
             eprintln!(
                 "WARNING: no STS session at {} after {} ms; going on with the original audio where it is still missing (retrying in the background)",
-                settings.sts_service_url, args.sts_wait_ms
+                cfg.sts_url, args.sts_wait_ms
             );
         }
     }

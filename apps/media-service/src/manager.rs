@@ -95,6 +95,9 @@ struct Entry {
     status: StatusCell,
     cancel: CancellationToken,
     task: JoinHandle<()>,
+    /// The STS instance this stream's fragments go to (one of STS_SERVICE_URL's), for its
+    /// whole life.
+    sts_url: String,
 }
 
 /// What `GET /v1/streams` and `/health` show per stream.
@@ -176,6 +179,18 @@ impl Manager {
         map.values().filter(|e| !e.task.is_finished()).count()
     }
 
+    /// The STS instance for a new stream: the one with the fewest active streams, the first
+    /// listed on a tie.
+    fn least_loaded_sts(&self, map: &BTreeMap<String, Entry>) -> String {
+        let urls = self.settings.sts_urls();
+        let load = |u: &String| {
+            map.values()
+                .filter(|e| !e.task.is_finished() && &e.sts_url == u)
+                .count()
+        };
+        pick_least_loaded(&urls, load)
+    }
+
     /// Starts a supervised worker for `req`, unless MAX_STREAMS workers are running.
     pub fn start(
         self: &Arc<Self>,
@@ -220,6 +235,9 @@ impl Manager {
         let cancel = self.shutdown.child_token();
         let mut wcfg = worker_config(s, &req.name, input, output);
         wcfg.stagger = self.stagger.clone();
+        wcfg.sts_url = self.least_loaded_sts(&map);
+        lock(&status).sts = crate::redact::uri(&wcfg.sts_url);
+        let sts_url = wcfg.sts_url.clone();
         let me = self.clone();
         let task = tokio::spawn(
             me.clone()
@@ -232,9 +250,10 @@ impl Manager {
                 status: status.clone(),
                 cancel,
                 task,
+                sts_url: sts_url.clone(),
             },
         );
-        info!(stream = %req.name, ?origin, "stream added");
+        info!(stream = %req.name, ?origin, sts = %crate::redact::uri(&sts_url), "stream added");
         let view = StreamView {
             name: req.name,
             origin,
@@ -423,7 +442,10 @@ impl Manager {
         cancel: &CancellationToken,
     ) -> Result<WorkerEnd, worker::WorkerError> {
         let s = &self.settings;
-        let (dubber, events) = StsDubber::start(sts_client_config(s), stream_init(s, &cfg.name));
+        let (dubber, events) = StsDubber::start(
+            sts_client_config(s, &cfg.sts_url),
+            stream_init(s, &cfg.name),
+        );
         lock(status).grace_left_ms = None;
         let r = worker::run_worker(
             cfg,
@@ -656,12 +678,21 @@ pub fn worker_config(
         mix: s.mix(),
         first_sequence: 0,
         stagger: None,
+        sts_url: s.sts_urls().swap_remove(0),
     }
 }
 
-/// STS client settings.
-pub fn sts_client_config(s: &Settings) -> StsClientConfig {
-    let mut c = StsClientConfig::new(s.sts_service_url.clone());
+/// The first of `urls` with the smallest `load`.
+fn pick_least_loaded(urls: &[String], load: impl Fn(&String) -> usize) -> String {
+    urls.iter()
+        .min_by_key(|u| load(u))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// STS client settings for the instance at `url`.
+pub fn sts_client_config(s: &Settings, url: &str) -> StsClientConfig {
+    let mut c = StsClientConfig::new(url.to_string());
     c.auth_token = s.sts_auth_token.clone();
     c.reconnect_min = Duration::from_millis(s.retry_min_ms as u64);
     c.reconnect_max = Duration::from_millis(s.retry_max_ms as u64);
@@ -683,6 +714,25 @@ pub fn stream_init(s: &Settings, name: &str) -> StreamInit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_streams_go_to_the_least_loaded_sts() {
+        let urls: Vec<String> = ["http://a:3000", "http://b:3000", "http://c:3000"]
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+        let pick = |loads: [usize; 3]| {
+            pick_least_loaded(&urls, |u| loads[urls.iter().position(|x| x == u).unwrap()])
+        };
+        assert_eq!(
+            pick([0, 0, 0]),
+            "http://a:3000",
+            "the first listed on a tie"
+        );
+        assert_eq!(pick([1, 0, 0]), "http://b:3000");
+        assert_eq!(pick([1, 1, 0]), "http://c:3000");
+        assert_eq!(pick([2, 1, 1]), "http://b:3000");
+    }
 
     #[test]
     fn only_live_in_paths_are_streams() {

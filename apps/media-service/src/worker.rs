@@ -118,6 +118,8 @@ pub struct WorkerConfig {
     pub mix: MixConfig,
     /// The boundary planner of the media-service's live streams (FRAGMENT_STAGGER), if on.
     pub stagger: Option<Arc<crate::stagger::Planner>>,
+    /// The STS instance this stream's fragments go to (one of STS_SERVICE_URL's).
+    pub sts_url: String,
 }
 
 /// How a fragment went out.
@@ -359,6 +361,8 @@ pub struct WorkerStatus {
     /// falling_back: why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback_reason: Option<FallbackReason>,
+    /// The STS instance the stream's fragments go to.
+    pub sts: String,
     /// STS session ready.
     pub sts_ready: bool,
     /// Last error, if any.

@@ -499,6 +499,8 @@ pub fn worker_config(
         resync_tolerance_ms: 40,
         first_sequence: 0,
         stagger: None,
+        // The tests that use this config run fake STSs; nothing connects here.
+        sts_url: "http://127.0.0.1:9".into(),
         segment_keep: 600,
         aac_bitrate: 96_000,
         segment_dir: None,
