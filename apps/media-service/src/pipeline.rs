@@ -192,7 +192,16 @@ impl InputTracks {
 impl TrackLog {
     /// True when the source announced an audio stream (unknown: `None`, e.g. a file).
     pub fn announced_audio(&self) -> Option<bool> {
-        (!self.announced.is_empty()).then(|| self.announced.iter().any(|t| t.starts_with("audio")))
+        self.announced_kind("audio")
+    }
+
+    /// True when the source announced a video stream (unknown: `None`, e.g. a file).
+    pub fn announced_video(&self) -> Option<bool> {
+        self.announced_kind("video")
+    }
+
+    fn announced_kind(&self, kind: &str) -> Option<bool> {
+        (!self.announced.is_empty()).then(|| self.announced.iter().any(|t| t.starts_with(kind)))
     }
 }
 
@@ -230,6 +239,8 @@ pub struct MediaPipeline {
     pub last_input: Arc<AtomicU64>,
     /// Monotonic ns of the last input buffer on the audio branch; 0 = none yet.
     pub last_audio: Arc<AtomicU64>,
+    /// Monotonic ns of the last input buffer on the video branch; 0 = none yet.
+    pub last_video: Arc<AtomicU64>,
     /// What the input announced (RTSP: its SDP's streams) and which decoded tracks it
     /// delivered; named in the error when a track never comes.
     pub tracks: InputTracks,
@@ -484,7 +495,11 @@ pub fn build(spec: &GraphSpec) -> Result<MediaPipeline, PipelineError> {
     // Input activity stamps, for the idle watchdog (any branch) and the missing-audio check.
     let last_input = Arc::new(AtomicU64::new(0));
     let last_audio = Arc::new(AtomicU64::new(0));
-    for (head, audio) in [(&video_head, None), (&audio_head, Some(last_audio.clone()))] {
+    let last_video = Arc::new(AtomicU64::new(0));
+    for (head, branch) in [
+        (&video_head, last_video.clone()),
+        (&audio_head, last_audio.clone()),
+    ] {
         let li = last_input.clone();
         let epoch = spec.epoch;
         head.static_pad("sink").expect("sink pad").add_probe(
@@ -492,9 +507,7 @@ pub fn build(spec: &GraphSpec) -> Result<MediaPipeline, PipelineError> {
             move |_, _| {
                 let now = epoch.elapsed().as_nanos().max(1) as u64;
                 li.store(now, Ordering::Relaxed);
-                if let Some(a) = &audio {
-                    a.store(now, Ordering::Relaxed);
-                }
+                branch.store(now, Ordering::Relaxed);
                 gst::PadProbeReturn::Ok
             },
         );
@@ -573,6 +586,7 @@ pub fn build(spec: &GraphSpec) -> Result<MediaPipeline, PipelineError> {
         audio_head,
         last_input,
         last_audio,
+        last_video,
         tracks,
         paced,
     })

@@ -240,6 +240,20 @@ pub enum WorkerError {
         /// What the input announced and delivered.
         tracks: crate::pipeline::TrackLog,
     },
+    /// The input announced video and audio but delivers only audio: the output would carry
+    /// no picture (and the muxer would hold it back until the input ends); a fresh read
+    /// usually gets both tracks.
+    #[error("stream '{stream}': audio but no video from {uri} within {timeout_ms} ms of the first media ({tracks}); reading it again")]
+    NoVideo {
+        /// Stream.
+        stream: String,
+        /// Input.
+        uri: String,
+        /// Timeout.
+        timeout_ms: u64,
+        /// What the input announced and delivered.
+        tracks: crate::pipeline::TrackLog,
+    },
     /// The input announced no audio track at all: there is nothing to dub.
     #[error("stream '{stream}': {uri} has no audio track ({tracks}): nothing to dub; an input needs H.264 video and one audio track")]
     NoAudioTrack {
@@ -286,6 +300,21 @@ fn no_audio_error(stream: &str, uri: &str, tracks: crate::pipeline::TrackLog) ->
 /// few seconds is normal); a read that has only video by then is started again, since
 /// nothing can be dubbed or output without the audio track.
 pub const AUDIO_START_TIMEOUT_MS: u64 = 8_000;
+
+/// Video the input announced must follow its first media within this time; a read that
+/// has only audio by then is started again. (Seen with the local test media server: a
+/// reader that got the audio of an input but never its video. The output then had no
+/// picture, and the muxer, waiting for it, sent nothing until the input ended.) An input
+/// that announces no video, or a file, is not judged.
+pub const VIDEO_START_TIMEOUT_MS: u64 = 8_000;
+
+/// Whether a read that has seen no video `since_first_ns` after its first media has lost
+/// the video its input announced.
+fn video_missing(tracks: &crate::pipeline::TrackLog, saw_video: bool, since_first_ns: u64) -> bool {
+    !saw_video
+        && tracks.announced_video() == Some(true)
+        && since_first_ns > VIDEO_START_TIMEOUT_MS * 1_000_000
+}
 
 /// A live input that has been quiet this long (no buffer on either branch, not silence) gets its
 /// unfinished fragment sent to the STS at once, instead of when INPUT_IDLE_TIMEOUT_MS ends the
@@ -563,6 +592,15 @@ pub async fn run_worker(
                         // Seen with a media server that let a reader join before the
                         // publisher had set up its audio track: video only, for good.
                         break Err(no_audio_error(&name, &redact::uri(&cfg.input_uri), graph.tracks.snapshot()));
+                    }
+                    let saw_video = graph.last_video.load(Ordering::Relaxed) != 0;
+                    if !input_done && video_missing(&graph.tracks.snapshot(), saw_video, now.saturating_sub(first)) {
+                        break Err(WorkerError::NoVideo {
+                            stream: name.clone(),
+                            uri: redact::uri(&cfg.input_uri),
+                            timeout_ms: VIDEO_START_TIMEOUT_MS,
+                            tracks: graph.tracks.snapshot(),
+                        });
                     }
                     // Both branches quiet (a publisher that stopped, not an audio hiccup).
                     if !input_done && now.saturating_sub(last) > quiet_flush_after_ns(cfg.idle_timeout_ms) {
@@ -1358,6 +1396,38 @@ mod no_audio_tests {
             announced: announced.iter().map(|s| s.to_string()).collect(),
             delivered: delivered.iter().map(|s| s.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn announced_video_that_never_came_is_read_again() {
+        let both = log(&["video H264", "audio MPEG4-GENERIC"], &["audio/x-raw"]);
+        let after = (VIDEO_START_TIMEOUT_MS + 1) * 1_000_000;
+        assert!(video_missing(&both, false, after));
+        assert!(!video_missing(&both, true, after), "video came");
+        assert!(!video_missing(&both, false, after / 2), "still in time");
+        let audio_only = log(&["audio MPEG4-GENERIC"], &["audio/x-raw"]);
+        assert!(
+            !video_missing(&audio_only, false, after),
+            "no video announced"
+        );
+        let file = log(&[], &["audio/x-raw"]);
+        assert!(
+            !video_missing(&file, false, after),
+            "a file announces nothing"
+        );
+        let e = WorkerError::NoVideo {
+            stream: "s1".into(),
+            uri: "rtsp://h/live/s1/in".into(),
+            timeout_ms: VIDEO_START_TIMEOUT_MS,
+            tracks: both,
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains("audio but no video")
+                && text.contains("delivered: audio/x-raw")
+                && text.contains("reading it again"),
+            "{text}"
+        );
     }
 
     #[test]
