@@ -594,7 +594,8 @@ pub async fn run_worker(
                         break Err(no_audio_error(&name, &redact::uri(&cfg.input_uri), graph.tracks.snapshot()));
                     }
                     let saw_video = graph.last_video.load(Ordering::Relaxed) != 0;
-                    if !input_done && video_missing(&graph.tracks.snapshot(), saw_video, now.saturating_sub(first)) {
+                    // The track log is copied only while no video has come (every tick otherwise).
+                    if !input_done && !saw_video && video_missing(&graph.tracks.snapshot(), saw_video, now.saturating_sub(first)) {
                         break Err(WorkerError::NoVideo {
                             stream: name.clone(),
                             uri: redact::uri(&cfg.input_uri),
