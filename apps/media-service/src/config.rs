@@ -10,13 +10,23 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::access::{BearerToken, ControlApiMode};
+use crate::fragmenter::Boundaries;
 use crate::mix::{MixConfig, MixMode, MIN_DUCK_DB};
 use crate::policy::HostList;
 
-/// Default fragment length (ms).
-pub const DEFAULT_FRAGMENT_MS: u32 = 6000;
-/// Default STS budget (ms): time from a fragment's end to its answer.
+/// Default fragment length on the grid (ms): with the budget and margin below, the output
+/// runs 7.0 s behind live (docs/capacity.md: six aligned streams every fragment dubbed).
+pub const DEFAULT_FRAGMENT_MS: u32 = 4000;
+/// Default STS budget on the grid (ms): time from a fragment's end to its answer. The STS's
+/// p99 with six aligned live streams on 2 cores plus a margin (docs/capacity.md).
 pub const DEFAULT_STS_BUDGET_MS: u32 = 2500;
+/// Default longest fragment with speech boundaries (ms): the output runs 4.6 s behind.
+pub const DEFAULT_SPEECH_FRAGMENT_MS: u32 = 3000;
+/// Default STS budget with speech boundaries (ms): the STS's p99 with two live streams of
+/// short fragments plus a margin (docs/capacity.md).
+pub const DEFAULT_SPEECH_STS_BUDGET_MS: u32 = 1100;
+/// Default quiet stretch that ends a fragment early with speech boundaries (ms).
+pub const DEFAULT_PAUSE_MS: u32 = 200;
 /// Default margin before render time at which a fragment falls back (ms).
 pub const DEFAULT_DEADLINE_MARGIN_MS: u32 = 500;
 /// Smallest accepted margin: the AAC encoder needs the next samples ~300 ms ahead.
@@ -44,6 +54,19 @@ fn port(s: &str) -> Result<u16, String> {
 
 fn fragment_ms(s: &str) -> Result<u32, String> {
     ranged_u32(s, 1000, 30_000, "milliseconds")
+}
+fn pause_ms(s: &str) -> Result<u32, String> {
+    ranged_u32(s, 50, 2000, "milliseconds")
+}
+fn min_fragment_ms(s: &str) -> Result<u32, String> {
+    ranged_u32(s, 500, 30_000, "milliseconds")
+}
+fn boundaries(s: &str) -> Result<BoundaryMode, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "grid" | "fixed" => Ok(BoundaryMode::Grid),
+        "speech" | "pauses" => Ok(BoundaryMode::Speech),
+        _ => Err("expected grid (every FRAGMENT_DURATION_MS) or speech (in the pauses of speech, FRAGMENT_DURATION_MS at most)".into()),
+    }
 }
 fn delay_ms(s: &str) -> Result<u32, String> {
     ranged_u32(s, 1500, 120_000, "milliseconds")
@@ -176,6 +199,16 @@ fn boolean(s: &str) -> Result<bool, String> {
     }
 }
 
+/// Where fragments end (FRAGMENT_BOUNDARIES).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BoundaryMode {
+    /// A fixed grid of FRAGMENT_DURATION_MS from the stream's first sample.
+    Grid,
+    /// In the pauses of speech, FRAGMENT_DURATION_MS at most.
+    Speech,
+}
+
 /// Settings shared by every mode (the env contract of ARCHITECTURE §3 and more).
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
@@ -241,19 +274,28 @@ pub struct Settings {
     /// Per-fragment WAV pairs kept per stream when SEGMENT_ARTIFACTS is on; older ones are deleted as new ones are written (1..1000000; 600 = an hour of 6 s fragments, about 230 MB).
     #[arg(long, env = "SEGMENT_ARTIFACTS_KEEP", default_value = "600", value_parser = keep_count, global = true)]
     pub segment_artifacts_keep: u32,
-    /// Length of the audio fragments sent to the STS (ms).
-    #[arg(long, env = "FRAGMENT_DURATION_MS", default_value = "6000", value_parser = fragment_ms, global = true)]
-    pub fragment_duration_ms: u32,
+    /// Where fragments end: grid (every FRAGMENT_DURATION_MS) or speech (in the pauses of speech, where it has any; FRAGMENT_DURATION_MS is then the longest fragment).
+    #[arg(long, env = "FRAGMENT_BOUNDARIES", default_value = "grid", value_parser = boundaries, global = true)]
+    pub fragment_boundaries: BoundaryMode,
+    /// Length of the audio fragments sent to the STS, the longest with speech boundaries (ms). Default: 4000 (grid), 3000 (speech).
+    #[arg(long, env = "FRAGMENT_DURATION_MS", value_parser = fragment_ms, global = true)]
+    pub fragment_duration_ms: Option<u32>,
+    /// Speech boundaries: no fragment ends before it holds this much audio (ms). Default: half of FRAGMENT_DURATION_MS.
+    #[arg(long, env = "FRAGMENT_MIN_MS", value_parser = min_fragment_ms, global = true)]
+    pub fragment_min_ms: Option<u32>,
+    /// Speech boundaries: a quiet stretch this long, once FRAGMENT_MIN_MS is reached, ends the fragment in its middle (ms).
+    #[arg(long, env = "FRAGMENT_PAUSE_MS", default_value_t = DEFAULT_PAUSE_MS, value_parser = pause_ms, global = true)]
+    pub fragment_pause_ms: u32,
     /// Spread the fragment boundaries of streams that start together over the fragment length: a new live stream whose fragments would end together with a running stream's gets a shorter first fragment, so their fragments reach the STS at different moments.
     #[arg(long, env = "FRAGMENT_STAGGER", default_value = "true", value_parser = boolean, action = clap::ArgAction::Set, global = true)]
     pub fragment_stagger: bool,
-    /// Time the STS gets per fragment, from the fragment's end to its answer (ms); used for the default OUTPUT_DELAY_MS.
-    #[arg(long, env = "STS_BUDGET_MS", default_value = "2500", value_parser = budget_ms, global = true)]
-    pub sts_budget_ms: u32,
+    /// Time the STS gets per fragment, from the fragment's end to its answer (ms); used for the default OUTPUT_DELAY_MS. Default: 2500 (grid), 1100 (speech).
+    #[arg(long, env = "STS_BUDGET_MS", value_parser = budget_ms, global = true)]
+    pub sts_budget_ms: Option<u32>,
     /// A fragment without an answer this long before its render time goes out with the original audio (ms, >= 300).
     #[arg(long, env = "DEADLINE_MARGIN_MS", default_value = "500", value_parser = margin_ms, global = true)]
     pub deadline_margin_ms: u32,
-    /// Fixed delay of the output behind the input (ms). Default: FRAGMENT_DURATION_MS + STS_BUDGET_MS + DEADLINE_MARGIN_MS (9000 with the defaults).
+    /// Fixed delay of the output behind the input (ms). Default: FRAGMENT_DURATION_MS + STS_BUDGET_MS + DEADLINE_MARGIN_MS (7000 with the defaults, 4600 with FRAGMENT_BOUNDARIES=speech).
     #[arg(long, env = "OUTPUT_DELAY_MS", value_parser = delay_ms, global = true)]
     pub output_delay_ms: Option<u32>,
     /// Language spoken in the input.
@@ -271,7 +313,7 @@ pub struct Settings {
     /// Discovery poll interval (ms): a newly published input is read within about this long of becoming ready. One poll is one small HTTP request to the media server's API.
     #[arg(long, env = "DISCOVERY_INTERVAL_MS", default_value = "250", value_parser = timeout_ms, global = true)]
     pub discovery_interval_ms: u32,
-    /// No media from a live input for this long ends its worker (the publisher stopped) (ms). Its unfinished fragment goes to the STS after min(700, this / 2) ms without media already.
+    /// No media from a live input for this long ends its worker (the publisher stopped) (ms). Its unfinished fragment goes to the STS after min(400, this / 2) ms without media already.
     #[arg(long, env = "INPUT_IDLE_TIMEOUT_MS", default_value = "2000", value_parser = timeout_ms, global = true)]
     pub input_idle_timeout_ms: u32,
     /// How long a live input that stopped (publisher gone or stalled) may take to come back before its output ends for good; 0 ends it at once (ms, 0..3600000). While waiting the stream shows state waiting_for_input.
@@ -309,16 +351,51 @@ impl Settings {
             .collect()
     }
 
+    /// FRAGMENT_DURATION_MS, or its default for the boundaries.
+    pub fn fragment_ms(&self) -> u32 {
+        self.fragment_duration_ms
+            .unwrap_or(match self.fragment_boundaries {
+                BoundaryMode::Grid => DEFAULT_FRAGMENT_MS,
+                BoundaryMode::Speech => DEFAULT_SPEECH_FRAGMENT_MS,
+            })
+    }
+
+    /// STS_BUDGET_MS, or its default for the boundaries.
+    pub fn sts_budget_ms(&self) -> u32 {
+        self.sts_budget_ms
+            .unwrap_or(match self.fragment_boundaries {
+                BoundaryMode::Grid => DEFAULT_STS_BUDGET_MS,
+                BoundaryMode::Speech => DEFAULT_SPEECH_STS_BUDGET_MS,
+            })
+    }
+
+    /// The fragmenter's boundaries.
+    pub fn boundaries(&self) -> Boundaries {
+        match self.fragment_boundaries {
+            BoundaryMode::Grid => Boundaries::Grid,
+            BoundaryMode::Speech => Boundaries::Speech {
+                min_ms: self.fragment_min_ms.unwrap_or(self.fragment_ms() / 2),
+                pause_ms: self.fragment_pause_ms,
+            },
+        }
+    }
+
     /// OUTPUT_DELAY_MS, or its default F + budget + margin.
     pub fn output_delay_ms(&self) -> u32 {
         self.output_delay_ms
-            .unwrap_or(self.fragment_duration_ms + self.sts_budget_ms + self.deadline_margin_ms)
+            .unwrap_or(self.fragment_ms() + self.sts_budget_ms() + self.deadline_margin_ms)
     }
 
     /// Cross-field checks; the error names the variables and what is accepted.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(min) = self.fragment_min_ms.filter(|&m| m >= self.fragment_ms()) {
+            return Err(format!(
+                "invalid FRAGMENT_MIN_MS={min}: must be shorter than FRAGMENT_DURATION_MS={}",
+                self.fragment_ms()
+            ));
+        }
         let d = self.output_delay_ms();
-        let min = self.fragment_duration_ms + self.deadline_margin_ms + 100;
+        let min = self.fragment_ms() + self.deadline_margin_ms + 100;
         if d < min {
             return Err(format!(
                 "invalid OUTPUT_DELAY_MS={d}: must be at least FRAGMENT_DURATION_MS + DEADLINE_MARGIN_MS + 100 = {min} ms, or no fragment could ever be dubbed"
@@ -344,7 +421,7 @@ impl Settings {
     /// The STS budget the delay actually leaves: D - F - margin.
     pub fn effective_sts_budget_ms(&self) -> u32 {
         self.output_delay_ms()
-            .saturating_sub(self.fragment_duration_ms + self.deadline_margin_ms)
+            .saturating_sub(self.fragment_ms() + self.deadline_margin_ms)
     }
 }
 
@@ -507,10 +584,63 @@ mod tests {
             ),
             (8554, 1935, 9997, 8080)
         );
-        assert_eq!(s.fragment_duration_ms, 6000);
-        assert_eq!(s.output_delay_ms(), 6000 + 2500 + 500);
+        assert_eq!(s.fragment_ms(), 4000);
+        assert_eq!(s.boundaries(), Boundaries::Grid);
+        assert_eq!(s.output_delay_ms(), 4000 + 2500 + 500);
         assert_eq!(s.effective_sts_budget_ms(), 2500);
         assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn speech_boundaries_bring_their_own_defaults() {
+        let c = parse(&["--fragment-boundaries", "speech"]).unwrap();
+        let s = &c.settings;
+        assert_eq!(
+            s.boundaries(),
+            Boundaries::Speech {
+                min_ms: 1500,
+                pause_ms: 200
+            }
+        );
+        assert_eq!(s.output_delay_ms(), 3000 + 1100 + 500);
+        // What is set wins over the mode's defaults.
+        let c = parse(&[
+            "--fragment-boundaries",
+            "speech",
+            "--fragment-duration-ms",
+            "5000",
+            "--sts-budget-ms",
+            "2000",
+            "--fragment-min-ms",
+            "2000",
+        ])
+        .unwrap();
+        assert_eq!(c.settings.output_delay_ms(), 7500);
+        assert_eq!(
+            c.settings.boundaries(),
+            Boundaries::Speech {
+                min_ms: 2000,
+                pause_ms: 200
+            }
+        );
+        let c = parse(&[
+            "--fragment-boundaries",
+            "speech",
+            "--fragment-min-ms",
+            "3000",
+        ])
+        .unwrap();
+        let e = c.settings.validate().unwrap_err();
+        assert!(
+            e.contains("FRAGMENT_MIN_MS=3000") && e.contains("FRAGMENT_DURATION_MS=3000"),
+            "{e}"
+        );
+        let e = parse(&["--fragment-boundaries", "pause"]).unwrap_err();
+        assert!(
+            one_line_error(&e).contains("expected grid"),
+            "{}",
+            one_line_error(&e)
+        );
     }
 
     #[test]
@@ -530,10 +660,10 @@ mod tests {
 
     #[test]
     fn delay_shorter_than_fragment_is_refused() {
-        let c = parse(&["--output-delay-ms", "5000"]).unwrap();
+        let c = parse(&["--output-delay-ms", "4000"]).unwrap();
         let e = c.settings.validate().unwrap_err();
         assert!(
-            e.contains("OUTPUT_DELAY_MS=5000") && e.contains("6600"),
+            e.contains("OUTPUT_DELAY_MS=4000") && e.contains("4600"),
             "{e}"
         );
     }

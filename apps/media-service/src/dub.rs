@@ -10,6 +10,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DubArgs, Settings};
+use crate::fragmenter::Boundaries;
 use crate::manager::{stream_init, sts_client_config, valid_name, worker_config};
 use crate::metrics::Metrics;
 use crate::mix::MixMode;
@@ -109,12 +110,16 @@ pub async fn run(
     );
 
     eprintln!(
-        "dubbing {} -> {} ({} -> {}, fragments of {} ms, output delay {} ms, mix {}, real time)",
+        "dubbing {} -> {} ({} -> {}, fragments of {} ms{}, output delay {} ms, mix {}, real time)",
         args.input,
         output.describe(),
         settings.source_language,
         settings.target_language,
-        settings.fragment_duration_ms,
+        settings.fragment_ms(),
+        match cfg.boundaries {
+            Boundaries::Grid => "",
+            Boundaries::Speech { .. } => " at most, cut in pauses",
+        },
         cfg.delay_ms,
         match cfg.mix.mode {
             MixMode::VoiceOver => format!(
@@ -191,7 +196,7 @@ pub async fn run(
         output: output.describe(),
         source_language: settings.source_language.clone(),
         target_language: settings.target_language.clone(),
-        fragment_duration_ms: settings.fragment_duration_ms,
+        fragment_duration_ms: settings.fragment_ms(),
         output_delay_ms: cfg.delay_ms,
         wall_seconds: t0.elapsed().as_secs_f64(),
         processed: count(Outcome::Processed),

@@ -20,6 +20,15 @@
 //!   gap an encoder could leave): the unfinished fragment is completed with silence and the
 //!   timeline is re-anchored at the buffer's timestamp, so a broken input costs at most one
 //!   fragment of silence, never hours of it.
+//!
+//! Boundaries ([`Boundaries`], FRAGMENT_BOUNDARIES): on the fixed grid above, or in the
+//! pauses of speech. With speech boundaries the fragment length is a maximum: once a
+//! fragment holds `min_ms` of audio it ends in the middle of the first pause of `pause_ms`
+//! (quiet 10 ms blocks, measured against the loudness of the speech around them); a
+//! fragment that reaches the maximum without such a pause ends in the middle of the longest
+//! quiet stretch after `min_ms`, or, in sound that never goes quiet (music, crowd), at the
+//! quietest 50 ms. What follows the cut starts the next fragment, so the timeline still
+//! tiles without holes; only the grid is gone.
 
 use crate::pcm::{INTERNAL_CHANNELS, INTERNAL_RATE};
 
@@ -27,6 +36,140 @@ const NS_PER_S: u64 = 1_000_000_000;
 
 /// Longest input gap filled with silence (ns); a longer jump re-anchors the timeline.
 pub const MAX_GAP_FILL_NS: u64 = 30 * NS_PER_S;
+
+/// Frames in one loudness block (10 ms at [`INTERNAL_RATE`]): speech boundaries fall on
+/// whole blocks, so every fragment lasts a whole number of milliseconds.
+pub const BLOCK_FRAMES: usize = INTERNAL_RATE as usize / 100;
+/// A block is quiet below this share of the energy of the loudest block of the current or
+/// the previous fragment (-24 dB)...
+const QUIET_RELATIVE: f64 = 0.004;
+/// ...and always below this mean square (about -55 dBFS).
+const QUIET_FLOOR: f64 = 3_400.0;
+/// Width of the window that finds the quietest place in sound that never goes quiet.
+const QUIETEST_WINDOW_BLOCKS: usize = 5;
+
+/// Where fragments end (FRAGMENT_BOUNDARIES).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Boundaries {
+    /// Every fragment length on a fixed grid from the first sample.
+    Grid,
+    /// In the pauses of speech, the fragment length being the longest a fragment gets.
+    Speech {
+        /// No cut before a fragment holds this much audio (ms).
+        min_ms: u32,
+        /// A quiet stretch this long (ms) after `min_ms` ends the fragment at its middle.
+        pause_ms: u32,
+    },
+}
+
+/// Loudness of the current fragment in 10 ms blocks (speech boundaries only).
+#[derive(Debug, Default)]
+struct Loudness {
+    /// Mean square of every whole block since the fragment's start.
+    blocks: Vec<f64>,
+    /// Sum of squares and frames of the block being filled.
+    acc: f64,
+    acc_frames: usize,
+    /// Loudest block of the previous fragment: the reference for "quiet" early on.
+    prev_peak: f64,
+}
+
+impl Loudness {
+    fn feed(&mut self, samples: &[i16]) {
+        let ch = INTERNAL_CHANNELS as usize;
+        for frame in samples.chunks_exact(ch) {
+            let m = frame.iter().map(|&v| v as f64).sum::<f64>() / ch as f64;
+            self.acc += m * m;
+            self.acc_frames += 1;
+            if self.acc_frames == BLOCK_FRAMES {
+                self.blocks.push(self.acc / BLOCK_FRAMES as f64);
+                self.acc = 0.0;
+                self.acc_frames = 0;
+            }
+        }
+    }
+
+    fn peak(&self) -> f64 {
+        self.blocks.iter().copied().fold(0.0, f64::max)
+    }
+
+    fn quiet_below(&self) -> f64 {
+        (self.peak().max(self.prev_peak) * QUIET_RELATIVE).max(QUIET_FLOOR)
+    }
+
+    /// The first `n` blocks went out as a fragment.
+    fn cut(&mut self, n: usize) {
+        self.prev_peak = self.blocks[..n].iter().copied().fold(0.0, f64::max);
+        self.blocks.drain(..n);
+    }
+
+    /// The whole fragment went out (a flush): the partial block with it.
+    fn clear(&mut self) {
+        self.prev_peak = self.peak();
+        self.blocks.clear();
+        self.acc = 0.0;
+        self.acc_frames = 0;
+    }
+
+    /// Where a fragment that holds `min` blocks or more ends early: the middle of a
+    /// trailing quiet stretch of `pause` blocks that follows speech.
+    fn pause_cut(&self, min: usize, pause: usize) -> Option<usize> {
+        let n = self.blocks.len();
+        if n < min || pause == 0 {
+            return None;
+        }
+        let thr = self.quiet_below();
+        let run = self.blocks.iter().rev().take_while(|&&e| e < thr).count();
+        if run < pause || run == n {
+            return None; // no pause yet, or nothing but quiet so far
+        }
+        Some((n - run / 2).max(min))
+    }
+
+    /// Where a fragment that reached its maximum ends: the middle of the longest quiet
+    /// stretch that reaches past `min` blocks, else the quietest window after `min`.
+    fn forced_cut(&self, min: usize) -> usize {
+        let n = self.blocks.len();
+        let min = min.min(n);
+        let thr = self.quiet_below();
+        // Longest quiet run (start, len) among those ending after `min`; later wins ties.
+        let mut best: Option<(usize, usize)> = None;
+        let mut i = 0;
+        while i < n {
+            if self.blocks[i] < thr {
+                let start = i;
+                while i < n && self.blocks[i] < thr {
+                    i += 1;
+                }
+                if i > min && best.is_none_or(|(_, l)| i - start >= l) {
+                    best = Some((start, i - start));
+                }
+            } else {
+                i += 1;
+            }
+        }
+        if let Some((start, len)) = best {
+            if len == n {
+                return n; // nothing but quiet: the longest fragment
+            }
+            return (start + len / 2).clamp(min.max(1), n);
+        }
+        // Never quiet: the boundary with the least energy around it, later wins ties.
+        let w = QUIETEST_WINDOW_BLOCKS;
+        let mut best_at = n;
+        let mut best_e = f64::INFINITY;
+        for b in min.max(1)..=n {
+            let lo = b.saturating_sub(w / 2 + 1);
+            let hi = (b + w / 2).min(n);
+            let e = self.blocks[lo..hi].iter().sum::<f64>() / (hi - lo).max(1) as f64;
+            if e <= best_e {
+                best_e = e;
+                best_at = b;
+            }
+        }
+        best_at
+    }
+}
 
 /// One cut fragment of internal-format audio.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +225,8 @@ pub struct Fragmenter {
     /// Offset of the fragment grid (frames, < frames_per_fragment): the first fragment is
     /// that much shorter (FRAGMENT_STAGGER, stagger.rs).
     phase_frames: u64,
+    /// Speech boundaries: (min blocks, pause blocks) and the current fragment's loudness.
+    speech: Option<(usize, usize, Loudness)>,
 }
 
 // Both conversions multiply before dividing (exact rounding); in u64 the product overflows
@@ -112,14 +257,34 @@ impl Fragmenter {
             sequence: 0,
             stats: ResyncStats::default(),
             phase_frames: 0,
+            speech: None,
         }
+    }
+
+    /// The same fragmenter with these boundaries; with [`Boundaries::Speech`] the fragment
+    /// length is the longest a fragment gets.
+    pub fn with_boundaries(mut self, boundaries: Boundaries) -> Self {
+        self.speech = match boundaries {
+            Boundaries::Grid => None,
+            Boundaries::Speech { min_ms, pause_ms } => {
+                let blocks = |ms: u32| (ms as usize).div_ceil(10);
+                let max_blocks = self.frames_per_fragment / BLOCK_FRAMES;
+                Some((
+                    blocks(min_ms).min(max_blocks),
+                    blocks(pause_ms),
+                    Loudness::default(),
+                ))
+            }
+        };
+        self
     }
 
     /// Makes the first fragment `ms` shorter (modulo the fragment length), shifting the
     /// whole grid by that much; every later fragment keeps the full length. Only before
     /// the first sample: once audio has arrived the grid stays where it is.
+    /// Speech boundaries have no grid to shift: nothing happens.
     pub fn shorten_first(&mut self, ms: u32) {
-        if self.started() {
+        if self.started() || self.speech.is_some() {
             return;
         }
         let f = self.frames_per_fragment.max(1) as u64;
@@ -165,18 +330,29 @@ impl Fragmenter {
             .saturating_add(frames_to_ns(self.frames_total))
     }
 
-    /// Frames the current fragment holds when it reaches the next boundary of the grid.
+    /// Frames the current fragment holds when it reaches the next boundary of the grid
+    /// (speech boundaries: its maximum length).
     fn slot_frames(&self) -> usize {
         let ch = INTERNAL_CHANNELS as usize;
+        if self.speech.is_some() {
+            return self.frames_per_fragment.max(BLOCK_FRAMES);
+        }
         let f = self.frames_per_fragment.max(1) as u64;
         let before = self.frames_total - (self.current.len() / ch) as u64;
         (f - (before + self.phase_frames) % f) as usize
     }
 
     /// Completes the unfinished fragment with silence and restarts the timeline at `rt_ns`.
+    /// With speech boundaries there is no slot to complete: the unfinished fragment goes out
+    /// as it is (a cut in it could leave audio behind on the old timeline).
     fn reanchor(&mut self, rt_ns: u64, out: &mut Vec<Fragment>) {
         let ch = INTERNAL_CHANNELS as usize;
-        if !self.current.is_empty() {
+        if let Some((_, _, loud)) = self.speech.as_mut() {
+            loud.clear();
+            if !self.current.is_empty() {
+                out.push(self.take_current(true));
+            }
+        } else if !self.current.is_empty() {
             let missing = self.slot_frames() - self.current.len() / ch;
             self.stats.gap_frames_filled += missing as u64;
             self.append(&vec![0i16; missing * ch], 0, out);
@@ -239,13 +415,57 @@ impl Fragmenter {
             let want = self.slot_frames() * ch;
             let take = (want - self.current.len()).min(samples.len());
             self.current.extend_from_slice(&samples[..take]);
+            if let Some((_, _, loud)) = self.speech.as_mut() {
+                loud.feed(&samples[..take]);
+            }
             self.frames_total += (take / ch) as u64;
             samples = &samples[take..];
             self.current_drift = self.current_drift.max(drift);
-            if self.current.len() == want {
-                out.push(self.take_current(false));
+            let cut = match self.speech.as_ref() {
+                None => (self.current.len() == want).then_some(want / ch),
+                Some((min, _, loud)) if self.current.len() == want => {
+                    Some(loud.forced_cut(*min) * BLOCK_FRAMES)
+                }
+                Some((min, pause, loud)) => loud.pause_cut(*min, *pause).map(|b| b * BLOCK_FRAMES),
+            };
+            if let Some(frames) = cut {
+                out.push(self.take_front(frames, false));
             }
         }
+    }
+
+    /// Cuts the first `frames` of the current fragment off as a fragment (all of it on the
+    /// grid); the rest starts the next one.
+    fn take_front(&mut self, frames: usize, partial: bool) -> Fragment {
+        let ch = INTERNAL_CHANNELS as usize;
+        let held = self.current.len() / ch;
+        if frames >= held {
+            if let Some((_, _, loud)) = self.speech.as_mut() {
+                loud.clear();
+            }
+            return self.take_current(partial);
+        }
+        let start_ns = self.current_start_ns();
+        let before = self.frames_total - held as u64;
+        let end_ns = self
+            .origin_ns
+            .saturating_add(frames_to_ns(before + frames as u64));
+        let rest = self.current.split_off(frames * ch);
+        let pcm = std::mem::replace(&mut self.current, rest);
+        if let Some((_, _, loud)) = self.speech.as_mut() {
+            loud.cut(frames / BLOCK_FRAMES);
+        }
+        let f = Fragment {
+            sequence: self.sequence,
+            start_ns,
+            duration_ns: end_ns - start_ns,
+            pcm,
+            max_drift_ns: self.current_drift,
+            partial,
+        };
+        self.sequence += 1;
+        self.current_drift = 0;
+        f
     }
 
     fn take_current(&mut self, partial: bool) -> Fragment {
@@ -273,6 +493,9 @@ impl Fragmenter {
         if self.current.is_empty() {
             None
         } else {
+            if let Some((_, _, loud)) = self.speech.as_mut() {
+                loud.clear();
+            }
             Some(self.take_current(true))
         }
     }
@@ -429,5 +652,167 @@ mod tests {
         out.extend(f.push(900 * MS, &buf(4_800, 9)));
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].pcm[2 * 24_000], 9);
+    }
+    /// Read speech in miniature: 300 ms "words" (a 220 Hz tone) 80 ms apart over a faint
+    /// noise floor, a 400 ms pause after every `phrase` words; returns the audio and each
+    /// word's span in frames.
+    fn speech(words: usize, phrase: usize) -> (Vec<i16>, Vec<(usize, usize)>) {
+        let (word, gap, pause) = (14_400, 3_840, 19_200);
+        let mut pcm = Vec::new();
+        let mut spans = Vec::new();
+        let mut noise = 12345u32;
+        for w in 0..words {
+            let start = pcm.len() / 2;
+            for i in 0..word {
+                let v =
+                    (8000.0 * (i as f64 * 220.0 * std::f64::consts::TAU / 48_000.0).sin()) as i16;
+                pcm.extend([v, v]);
+            }
+            spans.push((start, start + word));
+            let quiet = if (w + 1) % phrase == 0 { pause } else { gap };
+            for _ in 0..quiet {
+                noise = noise.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                let v = ((noise >> 16) % 61) as i16 - 30;
+                pcm.extend([v, v]);
+            }
+        }
+        (pcm, spans)
+    }
+
+    /// Feeds `pcm` in 1024-frame buffers, flushes, and returns the fragments.
+    fn cut_all(mut f: Fragmenter, pcm: &[i16]) -> Vec<Fragment> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        for chunk in pcm.chunks(2048) {
+            out.extend(f.push(frames_to_ns(at as u64), chunk));
+            at += chunk.len() / 2;
+        }
+        out.extend(f.flush());
+        out
+    }
+
+    /// Boundaries (frames from the start) that fall inside a word.
+    fn words_cut(frags: &[Fragment], spans: &[(usize, usize)]) -> Vec<usize> {
+        let mut at = 0;
+        let mut cut = Vec::new();
+        for fr in &frags[..frags.len() - 1] {
+            at += fr.frames();
+            if spans.iter().any(|&(s, e)| s < at && at < e) {
+                cut.push(at);
+            }
+        }
+        cut
+    }
+
+    fn check_tiling(frags: &[Fragment], total_frames: usize) {
+        let mut at = 0u64;
+        for (i, fr) in frags.iter().enumerate() {
+            assert_eq!(fr.sequence, i as u64);
+            assert_eq!(
+                fr.start_ns,
+                frames_to_ns(at),
+                "fragment {i} starts where the last ended"
+            );
+            at += fr.frames() as u64;
+            assert_eq!(fr.duration_ns, frames_to_ns(at) - fr.start_ns);
+        }
+        assert_eq!(at as usize, total_frames, "every frame is in one fragment");
+    }
+
+    const SPEECH: Boundaries = Boundaries::Speech {
+        min_ms: 1500,
+        pause_ms: 200,
+    };
+
+    #[test]
+    fn speech_boundaries_fall_in_pauses_never_inside_words() {
+        let (pcm, spans) = speech(40, 5);
+        let frags = cut_all(Fragmenter::new(3000, 40).with_boundaries(SPEECH), &pcm);
+        check_tiling(&frags, pcm.len() / 2);
+        assert_eq!(words_cut(&frags, &spans), Vec::<usize>::new());
+        for fr in &frags[..frags.len() - 1] {
+            let ms = fr.duration_ns / MS;
+            assert!((1500..=3000).contains(&ms), "fragment of {ms} ms");
+            assert_eq!(fr.frames() % BLOCK_FRAMES, 0, "whole milliseconds");
+        }
+        // Phrases of five words and a pause (2.22 s): each fragment is one phrase.
+        let lens: Vec<u64> = frags.iter().map(|f| f.duration_ns / MS).collect();
+        assert!(
+            lens[1..lens.len() - 1]
+                .iter()
+                .all(|&l| l.abs_diff(2220) <= 20),
+            "{lens:?}"
+        );
+        // The same audio on the grid cuts words: the check above can fail.
+        let grid = cut_all(Fragmenter::new(3000, 40), &pcm);
+        assert!(!words_cut(&grid, &spans).is_empty());
+    }
+
+    #[test]
+    fn speech_without_pauses_is_cut_at_its_maximum_between_words() {
+        // No pause of 200 ms ever: only the 80 ms gaps between words.
+        let (pcm, spans) = speech(40, 1000);
+        let frags = cut_all(Fragmenter::new(3000, 40).with_boundaries(SPEECH), &pcm);
+        check_tiling(&frags, pcm.len() / 2);
+        assert_eq!(words_cut(&frags, &spans), Vec::<usize>::new());
+        assert!(frags[..frags.len() - 1]
+            .iter()
+            .all(|f| (1500..=3000).contains(&(f.duration_ns / MS))));
+    }
+
+    #[test]
+    fn sound_that_never_goes_quiet_is_cut_at_its_quietest() {
+        // A tone whose loudness dips once a second (at 0.5 s, 1.5 s, ...).
+        let frames = 48_000 * 10;
+        let pcm: Vec<i16> = (0..frames)
+            .flat_map(|i| {
+                let t = i as f64 / 48_000.0;
+                let env = 0.55 + 0.45 * (t * std::f64::consts::TAU).cos();
+                let v = (9000.0 * env * (t * 330.0 * std::f64::consts::TAU).sin()) as i16;
+                [v, v]
+            })
+            .collect();
+        let frags = cut_all(Fragmenter::new(3000, 40).with_boundaries(SPEECH), &pcm);
+        check_tiling(&frags, frames);
+        let mut at = 0;
+        for fr in &frags[..frags.len() - 1] {
+            at += fr.frames();
+            let phase = (at as f64 / 48_000.0).fract();
+            assert!(
+                (phase - 0.5).abs() < 0.05,
+                "cut at {at} frames, {phase} into the cycle"
+            );
+        }
+    }
+
+    #[test]
+    fn a_timestamp_jump_with_speech_boundaries_sends_what_is_held() {
+        let (pcm, _) = speech(4, 1000);
+        let mut f = Fragmenter::new(3000, 40).with_boundaries(SPEECH);
+        // 1.5 s of words, then a jump of an hour: what was held goes out as it is.
+        let mut out = f.push(0, &pcm[..2 * 72_000]);
+        out.extend(f.push(3600 * NS_PER_S, &buf(48_000, 0)));
+        assert_eq!(f.stats().timeline_jumps, 1);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].start_ns, out[0].duration_ns), (0, 1500 * MS));
+        assert!(out[0].partial);
+        // The new timeline starts at the jump.
+        out.extend(f.push(3601 * NS_PER_S, &buf(48_000 * 3, 0)));
+        assert_eq!(out[1].start_ns, 3600 * NS_PER_S);
+        assert_eq!(out[1].duration_ns, 3000 * MS);
+    }
+
+    #[test]
+    fn silence_gets_fragments_of_the_longest_length() {
+        let frags = cut_all(
+            Fragmenter::new(3000, 40).with_boundaries(SPEECH),
+            &buf(48_000 * 9 + 100, 0),
+        );
+        let lens: Vec<u64> = frags.iter().map(|f| f.duration_ns / MS).collect();
+        assert_eq!(lens, vec![3000, 3000, 3000, 2]);
+        // No grid to shift.
+        let mut f = Fragmenter::new(3000, 40).with_boundaries(SPEECH);
+        f.shorten_first(1000);
+        assert_eq!(f.push(0, &buf(48_000 * 3, 0))[0].duration_ns, 3000 * MS);
     }
 }

@@ -141,7 +141,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 sts = %settings.sts_service_url,
                 media_server = %settings.mediamtx_host,
                 delay_ms = settings.output_delay_ms(),
-                fragment_ms = settings.fragment_duration_ms,
+                fragment_ms = settings.fragment_ms(),
+                boundaries = ?settings.fragment_boundaries,
                 discovery = settings.discovery,
                 max_streams = settings.max_streams,
                 "media-service listening"

@@ -142,7 +142,7 @@ impl Manager {
     ) -> Arc<Self> {
         let stagger = settings
             .fragment_stagger
-            .then(|| crate::stagger::Planner::new(settings.fragment_duration_ms));
+            .then(|| crate::stagger::Planner::new(settings.fragment_ms()));
         Arc::new(Self {
             settings,
             metrics,
@@ -666,7 +666,8 @@ pub fn worker_config(
         name: name.to_string(),
         input_uri: input,
         output,
-        fragment_ms: s.fragment_duration_ms,
+        fragment_ms: s.fragment_ms(),
+        boundaries: s.boundaries(),
         delay_ms: s.output_delay_ms(),
         deadline_margin_ms: s.deadline_margin_ms,
         idle_timeout_ms: s.input_idle_timeout_ms,
@@ -706,7 +707,7 @@ pub fn stream_init(s: &Settings, name: &str) -> StreamInit {
         source_language: s.source_language.clone(),
         target_language: s.target_language.clone(),
         voice: s.voice.clone(),
-        fragment_duration_ms: s.fragment_duration_ms,
+        fragment_duration_ms: s.fragment_ms(),
         audio: AudioFormat::pcm_s16le(STS_RATE, STS_CHANNELS),
     }
 }

@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::artifacts;
-use crate::fragmenter::{Fragment, Fragmenter};
+use crate::fragmenter::{Boundaries, Fragment, Fragmenter};
 use crate::ledger::{AnswerFate, Entry, Ledger, Resolution};
 use crate::metrics::Metrics;
 use crate::mix::{MixConfig, MixMode};
@@ -92,8 +92,10 @@ pub struct WorkerConfig {
     pub input_uri: String,
     /// Output.
     pub output: OutputTarget,
-    /// Fragment length (ms).
+    /// Fragment length (ms), the longest with speech boundaries.
     pub fragment_ms: u32,
+    /// Where fragments end (FRAGMENT_BOUNDARIES).
+    pub boundaries: Boundaries,
     /// Fixed output delay (ms).
     pub delay_ms: u32,
     /// Fall back this long before a fragment's render time (ms).
@@ -321,8 +323,14 @@ fn video_missing(tracks: &crate::pipeline::TrackLog, saw_video: bool, since_firs
 /// worker: a publisher that stopped mid-fragment still gets its last words dubbed (before,
 /// that fragment reached the STS with about a second left and went out original). Capped at
 /// half the idle timeout. The fragment grid does not move: audio that resumes completes the
-/// same slot (fragmenter.rs).
-pub const QUIET_INPUT_FLUSH_MS: u64 = 700;
+/// same slot (fragmenter.rs). 400 ms: a live input's buffers come every 20-40 ms, and when
+/// every publisher stops at once all the last fragments reach the STS together, so each
+/// millisecond waited here is one the STS lacks (docs/capacity.md); a hiccup longer than this
+/// costs one extra, shorter fragment, nothing else.
+pub const QUIET_INPUT_FLUSH_MS: u64 = 400;
+
+/// How often the worker looks at its input's liveness (quiet input, idle, missing tracks).
+const WATCHDOG_TICK: Duration = Duration::from_millis(100);
 
 /// When the unfinished fragment of a quiet input is sent on (ns), for an idle timeout.
 fn quiet_flush_after_ns(idle_timeout_ms: u32) -> u64 {
@@ -477,7 +485,9 @@ pub async fn run_worker(
     // Appsink -> fragmenter -> coordinator.
     let (audio_tx, mut audio_rx) = mpsc::channel::<AudioMsg>(64);
     let fragmenter = Arc::new(Mutex::new(
-        Fragmenter::new(cfg.fragment_ms, cfg.resync_tolerance_ms).starting_at(cfg.first_sequence),
+        Fragmenter::new(cfg.fragment_ms, cfg.resync_tolerance_ms)
+            .with_boundaries(cfg.boundaries)
+            .starting_at(cfg.first_sequence),
     ));
     // This run's place among the streams' fragment boundaries, freed when it returns.
     let seat = cfg.stagger.as_ref().map(|p| Arc::new(p.seat()));
@@ -539,7 +549,7 @@ pub async fn run_worker(
 
     let mut input_done = false;
     let mut eos_sent_at: Option<Instant> = None;
-    let mut watchdog = tokio::time::interval(Duration::from_millis(200));
+    let mut watchdog = tokio::time::interval(WATCHDOG_TICK);
     let mut started_state = false;
     // When the watchdog first saw input (monotonic ns), for the missing-audio check.
     let mut first_input_seen: Option<u64> = None;

@@ -8,7 +8,7 @@
 //! A failure prints `FUZZ_SEED=… FUZZ_CASE=…` to replay it.
 
 use livedub_fuzzkit::{run, Rng};
-use media_service::fragmenter::{Fragment, Fragmenter, MAX_GAP_FILL_NS};
+use media_service::fragmenter::{Boundaries, Fragment, Fragmenter, BLOCK_FRAMES, MAX_GAP_FILL_NS};
 use media_service::pcm::{INTERNAL_CHANNELS, INTERNAL_RATE};
 
 const MS: u64 = 1_000_000;
@@ -41,6 +41,8 @@ fn next_timestamp(rng: &mut Rng, expected: u64, tolerance_ns: u64) -> u64 {
 /// Checks one case's output; returns the fragments seen.
 struct Checker {
     frames_per_fragment: usize,
+    /// Speech boundaries: the fewest frames a fragment cut in a pause or at its maximum has.
+    speech_min_frames: Option<usize>,
     next_sequence: u64,
     last: Option<Fragment>,
     /// Non-contiguous fragment boundaries seen so far.
@@ -61,7 +63,20 @@ impl Checker {
             return Err(format!("fragment {} holds half a frame", f.sequence));
         }
         let frames = f.frames();
-        if !flushed && (frames != self.frames_per_fragment || f.partial) {
+        if let Some(min) = self.speech_min_frames {
+            // Cut at a pause or at its maximum (whole 10 ms blocks, within min..=max), or
+            // sent as it was by a flush or a timeline jump (partial, never empty or longer).
+            let cut_ok = !f.partial
+                && (min..=self.frames_per_fragment).contains(&frames)
+                && frames.is_multiple_of(BLOCK_FRAMES);
+            let partial_ok = f.partial && frames > 0 && frames <= self.frames_per_fragment;
+            if !(cut_ok || partial_ok) {
+                return Err(format!(
+                    "speech fragment {} has {frames} frames (partial {}), not {min}..={}",
+                    f.sequence, f.partial, self.frames_per_fragment
+                ));
+            }
+        } else if !flushed && (frames != self.frames_per_fragment || f.partial) {
             return Err(format!(
                 "fragment {} has {frames} frames (partial {}), not {}",
                 f.sequence, f.partial, self.frames_per_fragment
@@ -104,10 +119,26 @@ impl Checker {
 fn fuzz_fragmenter_timestamps() {
     let report = run("fragmenter", |rng| {
         let (fragment_ms, tolerance_ms) = settings(rng);
-        let mut fr = Fragmenter::new(fragment_ms, tolerance_ms);
+        // Half the cases cut in the pauses of speech (FRAGMENT_BOUNDARIES=speech).
+        let speech = rng.one_in(2).then(|| Boundaries::Speech {
+            min_ms: rng.range(500, fragment_ms as u64) as u32,
+            pause_ms: rng.range(50, 2000) as u32,
+        });
+        let mut fr = Fragmenter::new(fragment_ms, tolerance_ms)
+            .with_boundaries(speech.unwrap_or(Boundaries::Grid));
         let frames_per_fragment = (fragment_ms as u64 * INTERNAL_RATE as u64 / 1000) as usize;
+        let speech_min_frames = match speech {
+            Some(Boundaries::Speech { min_ms, .. }) => {
+                let blocks = (min_ms as usize)
+                    .div_ceil(10)
+                    .min(frames_per_fragment / BLOCK_FRAMES);
+                Some(blocks * BLOCK_FRAMES)
+            }
+            _ => None,
+        };
         let mut checker = Checker {
             frames_per_fragment,
+            speech_min_frames,
             next_sequence: 0,
             last: None,
             holes: 0,
@@ -116,7 +147,7 @@ fn fuzz_fragmenter_timestamps() {
         // FUZZ_TRACE=1 with a replayed case prints every push and what came out.
         let trace = std::env::var_os("FUZZ_TRACE").is_some();
         if trace {
-            eprintln!("fragment_ms={fragment_ms} tolerance_ms={tolerance_ms}");
+            eprintln!("fragment_ms={fragment_ms} tolerance_ms={tolerance_ms} speech={speech:?}");
         }
         // Start anywhere: at 0, or a stream already a year old.
         let mut expected = if rng.one_in(3) { rng.below(YEAR_NS) } else { 0 };
@@ -124,7 +155,9 @@ fn fuzz_fragmenter_timestamps() {
             let rt = next_timestamp(rng, expected, tolerance_ns);
             // Buffer sizes from one frame to a whole second, odd sample counts included.
             let samples = rng.range(1, INTERNAL_RATE as u64 * 2) as usize;
-            let buf = vec![1i16; samples];
+            // Loud or quiet, so that speech boundaries find pauses and speech.
+            let level = *rng.pick(&[0i16, 1, 40, 3000, 20_000]);
+            let buf = vec![level; samples];
             let before = fr.stats();
             let out = fr.push(rt, &buf);
             let after = fr.stats();
@@ -142,7 +175,8 @@ fn fuzz_fragmenter_timestamps() {
             let max_frames = samples as u64 / 2
                 + MAX_GAP_FILL_NS * INTERNAL_RATE as u64 / 1_000_000_000
                 + frames_per_fragment as u64;
-            let bound = max_frames / frames_per_fragment as u64 + 1;
+            let shortest = speech_min_frames.unwrap_or(frames_per_fragment).max(1);
+            let bound = max_frames / shortest as u64 + if speech.is_some() { 2 } else { 1 };
             if out.len() as u64 > bound {
                 return Err(format!(
                     "one buffer at {rt} ns produced {} fragments (bound {bound})",
@@ -207,6 +241,7 @@ fn the_checker_rejects_a_hole_in_the_timeline() {
     // The invariant the fuzz target relies on must be able to fail.
     let mut checker = Checker {
         frames_per_fragment: INTERNAL_RATE as usize,
+        speech_min_frames: None,
         next_sequence: 0,
         last: None,
         holes: 0,
@@ -224,4 +259,37 @@ fn the_checker_rejects_a_hole_in_the_timeline() {
     assert!(err.contains("starts at"), "{err}");
     let err = checker.check(whole(3, 1000 * MS), 0, false).unwrap_err();
     assert!(err.contains("came when"), "{err}");
+}
+
+#[test]
+fn the_checker_rejects_speech_fragments_cut_outside_their_range() {
+    // A cut speech fragment must hold min..=max frames on whole blocks.
+    let checker = || Checker {
+        frames_per_fragment: INTERNAL_RATE as usize,
+        speech_min_frames: Some(INTERNAL_RATE as usize / 2),
+        next_sequence: 0,
+        last: None,
+        holes: 0,
+    };
+    let frag = |frames: usize, partial: bool| Fragment {
+        sequence: 0,
+        start_ns: 0,
+        duration_ns: (frames as u64 * 1_000_000_000).div_ceil(INTERNAL_RATE as u64),
+        pcm: vec![0; frames * INTERNAL_CHANNELS as usize],
+        max_drift_ns: 0,
+        partial,
+    };
+    assert!(checker()
+        .check(frag(80 * BLOCK_FRAMES, false), 0, false)
+        .is_ok());
+    assert!(checker()
+        .check(frag(10 * BLOCK_FRAMES, false), 0, false)
+        .is_err());
+    assert!(checker()
+        .check(frag(80 * BLOCK_FRAMES + 7, false), 0, false)
+        .is_err());
+    assert!(checker()
+        .check(frag(10 * BLOCK_FRAMES, true), 0, true)
+        .is_ok());
+    assert!(checker().check(frag(0, true), 0, true).is_err());
 }

@@ -246,6 +246,21 @@ impl Stack {
             .join("\n")
     }
 
+    /// The lines of `name`'s `fragments.jsonl` so far: one per fragment placed.
+    fn placed(&self, name: &str) -> Vec<serde_json::Value> {
+        let log = self
+            .dir
+            .path()
+            .join("segments")
+            .join(name)
+            .join("fragments.jsonl");
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     /// Dubbed fragments of `name` so far (`worker_audio_fragments_total`).
     fn processed(&self, name: &str) -> f64 {
         metric(
@@ -818,7 +833,7 @@ fn streams_are_spread_over_several_sts_instances() {
 }
 
 /// A publisher that stops mid-fragment still gets that fragment dubbed: once the input's
-/// media has been quiet for QUIET_INPUT_FLUSH_MS (700 ms) the unfinished fragment goes to the
+/// media has been quiet for QUIET_INPUT_FLUSH_MS (400 ms) the unfinished fragment goes to the
 /// STS, long before INPUT_IDLE_TIMEOUT_MS ends the worker. Here the idle timeout (4 s) plus
 /// the STS's 2 s would land after the fragment's deadline (start + 7 s - 0.5 s): without the
 /// early send the last fragment goes out original.
@@ -832,19 +847,7 @@ fn the_last_fragment_of_a_stopped_publisher_is_dubbed() {
     let mut publisher = stack.publish(&clip, name);
     let _rec = stack.record_output(name);
     assert!(publisher.wait_exit(Duration::from_secs(30)).is_some());
-    let log_path = stack
-        .dir
-        .path()
-        .join("segments")
-        .join(name)
-        .join("fragments.jsonl");
-    let placed = || -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&log_path)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    };
+    let placed = || stack.placed(name);
     common::wait_until_explained(
         Duration::from_secs(30),
         "the stream's three fragments placed",
@@ -1048,5 +1051,43 @@ fn workers_joining_a_live_input_at_any_moment_get_the_same_av_alignment() {
         spread < 0.06,
         "the A/V offset depends on when the worker joined: medians {medians:?} s (spread {:.0} ms, allowed 60)",
         spread * 1e3
+    );
+}
+
+/// FRAGMENT_BOUNDARIES=speech through the whole service: an input of 1.8 s phrases and
+/// 0.4 s pauses is cut in the pauses (every fragment one phrase, 2.2 s), not on the 4 s grid
+/// (with `grid` every whole fragment lasts 4 s and this test fails).
+#[test]
+fn speech_boundaries_cut_a_live_input_in_its_pauses() {
+    let stack = start_stack_with(0, true, &[("FRAGMENT_BOUNDARIES", "speech")]);
+    let name = "pauses1";
+    let clip = stack.dir.path().join("phrases.mp4");
+    common::make_clip_with_audio(
+        &clip,
+        15,
+        "aevalsrc=exprs='if(lt(mod(t,2.2),1.8),0.5*sin(2*PI*300*t),0)':s=48000",
+    );
+    let mut publisher = stack.publish(&clip, name);
+    assert!(publisher.wait_exit(Duration::from_secs(40)).is_some());
+    let placed = || stack.placed(name);
+    common::wait_until_explained(
+        Duration::from_secs(30),
+        "five fragments placed",
+        || placed().len() >= 5,
+        || format!("placed: {:?}\n{}", placed(), stack.logs_of_the_run()),
+    );
+    let mut lines = placed();
+    lines.sort_by_key(|l| l["sequence"].as_u64());
+    let lens: Vec<u64> = lines
+        .iter()
+        .filter_map(|l| l["duration_ms"].as_u64())
+        .collect();
+    // The first fragment starts wherever the worker joined, the last where the input ended.
+    let inner = &lens[1..lens.len() - 1];
+    assert!(inner.len() >= 3, "fragments: {lens:?}");
+    assert!(
+        inner.iter().all(|&l| l.abs_diff(2200) <= 50),
+        "every whole fragment should be one phrase and its pause (2.2 s): {lens:?}\n{}",
+        stack.logs_of_the_run()
     );
 }

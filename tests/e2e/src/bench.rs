@@ -27,7 +27,9 @@ use crate::stack::{Pair, Side};
 
 /// The read passage (Aesop, "The North Wind and the Sun", the phonetics classic; public
 /// domain), spoken by espeak-ng's English voice: continuous speech with the pauses of
-/// reading, about 35 s, of which 30 s are published.
+/// reading, about 35 s, of which the first 30 s are published by default; then this
+/// project's own text (news-like read speech, written for it), for rounds longer than the
+/// fable (BENCH_SECONDS), about 3 minutes in all.
 const PASSAGE: &str = "The North Wind and the Sun were disputing which was the stronger, \
     when a traveler came along wrapped in a warm cloak. They agreed that the one who first \
     succeeded in making the traveler take his cloak off should be considered stronger than \
@@ -35,11 +37,101 @@ const PASSAGE: &str = "The North Wind and the Sun were disputing which was the s
     closely did the traveler fold his cloak around him; and at last the North Wind gave up \
     the attempt. Then the Sun shined out warmly, and immediately the traveler took off his \
     cloak. And so the North Wind was obliged to confess that the Sun was the stronger of \
-    the two.";
-/// Seconds published per stream.
-pub const SOURCE_S: u32 = 30;
-/// Fragment length (the media-service's default), for the staggered starts.
-const FRAGMENT_S: f64 = 6.0;
+    the two. \
+    Good evening, and welcome to the late news. Heavy rain swept across the northern valleys \
+    this afternoon, and several roads near the river were closed for a few hours. Farmers \
+    said the water came faster than anyone expected, but most of the fields were spared. \
+    In the city, the new bridge opened to traffic this morning after two years of work. \
+    The mayor thanked the builders and asked drivers to be patient while the last lanes \
+    are painted. Buses will use the bridge from next week, and the old ferry will keep \
+    running on weekends for visitors who enjoy the slower crossing. \
+    At the harbor, a small fishing boat returned safely after its engine failed far from \
+    the coast. The crew of four spent the night on deck and were found by a passing cargo \
+    ship at dawn. Their families waited on the pier, and there were tears and laughter \
+    when the boat was finally tied up. \
+    In sports, the home team won a close match on Saturday. The game was level until the \
+    final minutes, when a young player scored from the edge of the box. The coach said he \
+    was proud of the team and that the season is far from over. Tickets for the next home \
+    game are already sold out. \
+    The weather tomorrow will be cooler, with clouds in the morning and bright spells in \
+    the afternoon. The wind will ease during the evening, and the night should be calm and \
+    dry. At the weekend, temperatures will rise again, and the rain is expected to stay \
+    away until the middle of next week. \
+    Finally, the public library is looking for volunteers to read stories to children on \
+    Sunday mornings. No experience is needed, only a friendly voice and a little patience. \
+    Anyone who would like to help can leave their name at the front desk. That is all for \
+    tonight. Thank you for watching, and have a good night.";
+/// Seconds published per stream by default (BENCH_SECONDS sets another length).
+pub const DEFAULT_SOURCE_S: u32 = 30;
+/// Longest accepted BENCH_SECONDS: the whole text is read by then.
+pub const MAX_SOURCE_S: u32 = 240;
+
+/// Seconds published per stream: BENCH_SECONDS, or [`DEFAULT_SOURCE_S`].
+pub fn source_seconds() -> anyhow::Result<u32> {
+    match std::env::var("BENCH_SECONDS") {
+        Err(_) => Ok(DEFAULT_SOURCE_S),
+        Ok(v) => v
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|s| (10..=MAX_SOURCE_S).contains(s))
+            .with_context(|| {
+                format!("BENCH_SECONDS={v:?}: accepted: whole seconds from 10 to {MAX_SOURCE_S}")
+            }),
+    }
+}
+/// The media-service's default fragment length (ms), for the staggered starts when
+/// FRAGMENT_DURATION_MS is not set.
+const DEFAULT_FRAGMENT_MS: f64 = 4000.0;
+
+/// The fragment length the media-service runs with (s): FRAGMENT_DURATION_MS, which the
+/// native pair inherits, or its default.
+fn fragment_s() -> f64 {
+    std::env::var("FRAGMENT_DURATION_MS")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(DEFAULT_FRAGMENT_MS)
+        / 1000.0
+}
+
+/// Lower-case words of `text`, punctuation dropped.
+fn words(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_alphanumeric() || *c == '\'')
+                .collect::<String>()
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// Word errors of `heard` against the beginning of `reference` that fits it best (the
+/// published seconds hold only the start of the passage): (errors, reference words), from
+/// the edit distance of the two word sequences with the reference's tail free.
+pub fn prefix_word_errors(reference: &str, heard: &str) -> (usize, usize) {
+    let (r, h) = (words(reference), words(heard));
+    // d[j]: edits turning the first i heard words into the first j reference words.
+    let mut d: Vec<usize> = (0..=r.len()).collect();
+    for (i, hw) in h.iter().enumerate() {
+        let mut prev_diag = d[0];
+        d[0] = i + 1;
+        for j in 1..=r.len() {
+            let sub = prev_diag + usize::from(*hw != r[j - 1]);
+            prev_diag = d[j];
+            d[j] = sub.min(d[j] + 1).min(d[j - 1] + 1);
+        }
+    }
+    // The best reference prefix; ties go to the longer one (more words judged).
+    let (j, e) = d
+        .iter()
+        .enumerate()
+        .min_by_key(|&(j, &e)| (e, std::cmp::Reverse(j)))
+        .map(|(j, &e)| (j, e))
+        .unwrap_or((0, h.len()));
+    (e, j)
+}
 
 /// One round of the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +160,17 @@ pub struct StreamFigures {
     /// Glass-to-glass delay of its output and the published seconds its output lacks at
     /// the start, or why they could not be measured.
     pub delay: Result<delay::Measured, String>,
+    /// What the STS heard, every fragment's transcript in order (`fragments.jsonl`).
+    pub heard: String,
+    /// Lengths of its fragments (ms), in order.
+    pub fragment_ms: Vec<f64>,
+}
+
+impl StreamFigures {
+    /// ASR word errors against the passage: (errors, reference words).
+    pub fn word_errors(&self) -> (usize, usize) {
+        prefix_word_errors(PASSAGE, &self.heard)
+    }
 }
 
 impl StreamFigures {
@@ -120,7 +223,7 @@ pub fn percentile(v: &[f64], p: f64) -> f64 {
 impl RoundFigures {
     /// The header of [`RoundFigures::row`].
     pub fn header() -> String {
-        "| streams | start | speech fragments dubbed | STS ms p50 / p95 / max | glass-to-glass s (min..max) | start lost s (min..max) | STS CPU % / RSS MiB | media-service CPU % / RSS MiB |\n|---|---|---|---|---|---|---|---|".into()
+        "| streams | start | speech fragments dubbed | STS ms p50 / p95 / p99 / max | glass-to-glass s (min..max) | start lost s (min..max) | fragment s (min..max) | ASR word error | STS CPU % / RSS MiB | media-service CPU % / RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|".into()
     }
 
     /// One Markdown table row.
@@ -148,15 +251,32 @@ impl RoundFigures {
             }
         };
         let pct = |u: &Usage| 100.0 * u.cpu_s / self.wall_s.max(1e-9);
+        // Every fragment but each stream's last (cut short by the end of the input).
+        let lens: Vec<f64> = self
+            .streams
+            .iter()
+            .flat_map(|s| {
+                let n = s.fragment_ms.len().saturating_sub(1);
+                s.fragment_ms[..n].iter().map(|ms| ms / 1000.0)
+            })
+            .collect();
+        let (errors, ref_words) = self
+            .streams
+            .iter()
+            .map(StreamFigures::word_errors)
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
         format!(
-            "| {} | {} | {dubbed} / {speech} | {:.0} / {:.0} / {:.0} | {} | {} | {:.0} % / {:.0} | {:.0} % / {:.0} |",
+            "| {} | {} | {dubbed} / {speech} | {:.0} / {:.0} / {:.0} / {:.0} | {} | {} | {} | {:.1} % of {ref_words} | {:.0} % / {:.0} | {:.0} % / {:.0} |",
             self.round.streams,
             if self.round.staggered { "staggered" } else { "together" },
             percentile(&sts, 50.0),
             percentile(&sts, 95.0),
+            percentile(&sts, 99.0),
             percentile(&sts, 100.0),
             range(&delays),
             range(&lost),
+            range(&lens),
+            100.0 * errors as f64 / ref_words.max(1) as f64,
             pct(&self.sts),
             self.sts.rss_max_mib,
             pct(&self.media),
@@ -168,11 +288,13 @@ impl RoundFigures {
     pub fn details(&self) -> String {
         let mut out = String::new();
         for s in &self.streams {
+            let (errors, ref_words) = s.word_errors();
             let _ = writeln!(
                 out,
-                "  {}: {:?}; delay {}",
+                "  {}: {:?}; {errors} word errors in {ref_words} (heard: {:?}); delay {}",
                 s.name,
                 s.statuses,
+                s.heard,
                 match &s.delay {
                     Ok(d) => format!("{:.3} s, start lost {:.2} s", d.delay_s, d.lost_start_s),
                     Err(e) => format!("not measured ({e})"),
@@ -185,9 +307,9 @@ impl RoundFigures {
 
 /// The benchmark's source: the counting fixture's video with [`PASSAGE`] read by
 /// espeak-ng (English, 165 words per minute) as its audio, 30 s. Made once into `dir`.
-pub fn speech_source(dir: &Path) -> anyhow::Result<PathBuf> {
+pub fn speech_source(dir: &Path, seconds: u32) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let out = dir.join("bench-read-speech-v1.mp4");
+    let out = dir.join(format!("bench-read-speech-v2-{seconds}s.mp4"));
     if out.is_file() {
         return Ok(out);
     }
@@ -195,11 +317,11 @@ pub fn speech_source(dir: &Path) -> anyhow::Result<PathBuf> {
     speak_english(PASSAGE, 165, &wav)?;
     let partial = out.with_extension(format!("{}.partial.mp4", std::process::id()));
     let o = Command::new("ffmpeg")
-        .args(["-v", "error", "-nostdin", "-y", "-i"])
+        .args(["-v", "error", "-nostdin", "-y", "-stream_loop", "-1", "-i"])
         .arg(crate::fixture_path())
         .arg("-i")
         .arg(&wav)
-        .args(["-map", "0:v", "-map", "1:a", "-t", &SOURCE_S.to_string()])
+        .args(["-map", "0:v", "-map", "1:a", "-t", &seconds.to_string()])
         .args([
             "-af",
             "apad,aformat=sample_rates=48000:channel_layouts=stereo",
@@ -270,6 +392,7 @@ pub async fn run_round(
     pair: &Pair,
     round: Round,
     source: &Path,
+    seconds: u32,
     log_dir: &Path,
 ) -> anyhow::Result<RoundFigures> {
     let pids = (pair.service_pid(Side::Sts), pair.service_pid(Side::Media));
@@ -284,7 +407,7 @@ pub async fn run_round(
     for i in 0..round.streams {
         let name = format!("bench-{}-{i}", round.label());
         let offset = if round.staggered {
-            FRAGMENT_S * i as f64 / round.streams as f64
+            fragment_s() * i as f64 / round.streams as f64
         } else {
             0.0
         };
@@ -308,7 +431,7 @@ pub async fn run_round(
                 .saturating_duration_since(epoch)
                 .as_secs_f64();
             let ok = tokio::task::spawn_blocking(move || {
-                publisher.wait(Duration::from_secs(u64::from(SOURCE_S) + 30))
+                publisher.wait(Duration::from_secs(u64::from(seconds) + 30))
             })
             .await??;
             ensure!(
@@ -316,22 +439,30 @@ pub async fn run_round(
                 "publishing {name} failed; see {}",
                 publish_log.display()
             );
-            let processed = monitor
-                .collect_processed(&name, 6, Duration::from_secs(20))
-                .await;
-            monitor.close().await;
             let segs = tokio::task::spawn_blocking(move || {
                 recorder.finish_when_ended(epoch, Duration::from_secs(20))
             })
             .await?;
+            // The output has ended, so every answer the STS gave has come.
+            let processed = monitor
+                .collect_processed(&name, 1, Duration::from_secs(5))
+                .await;
+            monitor.close().await;
             let log = segments.join(&name).join("fragments.jsonl");
             let mut statuses = BTreeMap::new();
+            let mut fragments: Vec<(u64, String, f64)> = Vec::new();
             for line in std::fs::read_to_string(&log).unwrap_or_default().lines() {
                 if let Ok(v) = serde_json::from_str::<Value>(line) {
                     let st = v["status"].as_str().unwrap_or("?").to_string();
                     *statuses.entry(st).or_insert(0) += 1;
+                    fragments.push((
+                        v["sequence"].as_u64().unwrap_or(u64::MAX),
+                        v["transcript"].as_str().unwrap_or("").to_string(),
+                        v["duration_ms"].as_f64().unwrap_or(f64::NAN),
+                    ));
                 }
             }
+            fragments.sort_by_key(|f| f.0);
             let delay = match segs.as_slice() {
                 [one] => delay::measure(one, &source, published_at_s).map_err(|e| e.to_string()),
                 [] => Err("no output recorded".to_string()),
@@ -345,6 +476,12 @@ pub async fn run_round(
                     .filter_map(|p| p["processing_time_ms"].as_f64())
                     .collect(),
                 delay,
+                heard: fragments
+                    .iter()
+                    .map(|f| f.1.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                fragment_ms: fragments.iter().map(|f| f.2).collect(),
             })
         }));
     }
@@ -393,6 +530,25 @@ mod tests {
     }
 
     #[test]
+    fn word_errors_judge_the_passage_prefix_that_was_heard() {
+        let r = "The North Wind and the Sun were disputing which was the stronger";
+        assert_eq!(prefix_word_errors(r, "the north wind and the sun"), (0, 6));
+        assert_eq!(
+            prefix_word_errors(r, "The North wind, and the son."),
+            (1, 6)
+        );
+        // A word cut in half at a boundary: one substitution and one insertion.
+        assert_eq!(prefix_word_errors(r, "the north win d and the sun"), (2, 6));
+        // Nothing heard: nothing judged; wrong words all count.
+        assert_eq!(prefix_word_errors(r, ""), (0, 0));
+        assert_eq!(prefix_word_errors(r, "hello there"), (2, 2));
+        assert_eq!(
+            prefix_word_errors(r, "the north wind and the sun were disputing which"),
+            (0, 9)
+        );
+    }
+
+    #[test]
     fn cpu_time_of_this_process_is_read() {
         let t = cpu_seconds(std::process::id()).unwrap();
         assert!(t >= 0.0);
@@ -414,6 +570,8 @@ mod tests {
                 delay_s: d,
                 lost_start_s: 1.5,
             }),
+            heard: "The north wind and the son were".into(),
+            fragment_ms: vec![4000.0, 2500.0, 1200.0],
         };
         let r = RoundFigures {
             round: Round {
@@ -433,8 +591,12 @@ mod tests {
         };
         let row = r.row();
         assert!(row.contains("| 9 / 10 |"), "{row}");
-        assert!(row.contains("700 / 1300 / 1300"), "{row}");
-        assert!(row.contains("| 9.10..9.20 | 1.50..1.50 |"), "{row}");
+        assert!(row.contains("700 / 1300 / 1300 / 1300"), "{row}");
+        assert!(
+            row.contains("| 9.10..9.20 | 1.50..1.50 | 2.50..4.00 |"),
+            "{row}"
+        );
+        assert!(row.contains("| 14.3 % of 14 |"), "{row}");
         assert!(row.contains("50 % / 500"), "{row}");
     }
 }

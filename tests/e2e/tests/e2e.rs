@@ -1494,6 +1494,16 @@ async fn test_output_stream_is_playable() -> anyhow::Result<()> {
         ((cut - 1.1) * 30.0) as usize,
         ((cut + 0.25) * 30.0) as usize,
     );
+    let span = |pts: Vec<f64>| match (pts.first(), pts.last()) {
+        (Some(a), Some(b)) => format!("{a:.2}..{b:.2} s"),
+        _ => "none".to_string(),
+    };
+    eprintln!(
+        "[e2e] {name}: output {frames} video frames ({}), {:.2} s of audio ({}); the fragments hold {cut:.2} s of input",
+        span(r.video_pts()),
+        r.audio_seconds(),
+        span(r.audio_pts())
+    );
     ensure!(
         (min_frames..=max_frames).contains(&frames),
         "output has {frames} video frames; {cut:.2} s of input make {min_frames}..{max_frames}"
@@ -2787,6 +2797,13 @@ fn test_number_reader() -> anyhow::Result<()> {
 // Harness
 // ---------------------------------------------------------------------------------------
 
+/// Two real-STS streams at once on both backends (the STS batches ASR and its crate is
+/// optimised: a fragment's ASR 0.25 s alone). Natively the suite took 415 s with two
+/// against 570 s with one slot and the earlier STS; with compose 265 s with two against
+/// 398 s with one (2026-12-06, every fragment of every test dubbed in both). Before the
+/// batching, two at once pushed ASR to p90 5 s / max 10 s per fragment.
+const DEFAULT_STREAM_SLOTS: u32 = 2;
+
 /// Runs `fut`, which publishes `n` streams, once that fits in the `E2E_STREAM_SLOTS`
 /// budget. With one slot every stream test runs alone (the concurrency test's two streams
 /// together): the echo pairs' streams take turns too, since a real-STS stream that shares
@@ -2983,20 +3000,11 @@ fn main() {
                 std::process::exit(2);
             }
         };
-    // Two real-STS streams at once natively since the STS batches ASR and its crate is
-    // optimised (a fragment's ASR 0.25 s alone; the suite 415 s, against 570 s with one
-    // slot and the earlier STS). Before,
-    // two at once pushed ASR to p90 5 s / max 10 s per fragment. Compose keeps one: its
-    // containers add their own load to the 2 cores, and that was not measured with two.
-    let default_slots = match settings.backend {
-        BackendKind::Native => 2,
-        BackendKind::Compose => 1,
-    };
     let slots: u32 = std::env::var("E2E_STREAM_SLOTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|&n| n >= 1)
-        .unwrap_or(default_slots);
+        .unwrap_or(DEFAULT_STREAM_SLOTS);
     eprintln!(
         "[e2e] run {} on the {} backend{}; logs in {} ({} concurrent test streams)",
         settings.run_id,

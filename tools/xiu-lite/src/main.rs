@@ -308,37 +308,46 @@ mod tests {
         port
     }
 
+    /// A connection to the RTSP server on `port` once it listens (5 s read timeout).
+    fn connect_when_listening(port: u16) -> std::net::TcpStream {
+        for _ in 0..50 {
+            if let Ok(conn) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                    .unwrap();
+                return conn;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the RTSP server does not listen on {port}");
+    }
+
+    /// Reads into `answers` until it holds an answer for each of `cseqs`.
+    fn read_until(conn: &mut std::net::TcpStream, answers: &mut String, cseqs: &[&str]) {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        while !cseqs
+            .iter()
+            .all(|c| answers.contains(&format!("CSeq: {c}\r\n")))
+        {
+            match conn.read(&mut buf) {
+                Ok(0) => panic!("the server closed the session; answers so far: {answers:?}"),
+                Ok(n) => answers.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(e) => {
+                    panic!("no answer for CSeq {cseqs:?} ({e}); answers so far: {answers:?}")
+                }
+            }
+        }
+    }
+
     /// The patched xrtsp (patches/xrtsp, PATCH.md): a request that arrives in two TCP reads
     /// is answered, and two requests in one read get two answers. Upstream spun forever on
     /// the first case (no answer, a runtime thread lost) and dropped the second request.
     #[test]
     fn rtsp_requests_split_or_joined_across_reads_are_answered() {
-        use std::io::{Read, Write};
+        use std::io::Write;
         let port = rtsp_server_on_its_own_thread();
-        let mut conn = None;
-        for _ in 0..50 {
-            match std::net::TcpStream::connect(("127.0.0.1", port)) {
-                Ok(c) => {
-                    conn = Some(c);
-                    break;
-                }
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
-            }
-        }
-        let mut conn = conn.expect("the RTSP server listens");
-        conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
+        let mut conn = connect_when_listening(port);
         let mut answers = String::new();
-        let mut read_until = |conn: &mut std::net::TcpStream, cseqs: &[&str]| {
-            let mut buf = [0u8; 4096];
-            while !cseqs.iter().all(|c| answers.contains(&format!("CSeq: {c}\r\n"))) {
-                match conn.read(&mut buf) {
-                    Ok(0) => panic!("the server closed the session; answers so far: {answers:?}"),
-                    Ok(n) => answers.push_str(&String::from_utf8_lossy(&buf[..n])),
-                    Err(e) => panic!("no answer for CSeq {cseqs:?} ({e}); answers so far: {answers:?}"),
-                }
-            }
-        };
         let options = |cseq: u32| {
             format!("OPTIONS rtsp://127.0.0.1:{port}/live/x/in RTSP/1.0\r\nCSeq: {cseq}\r\n\r\n")
         };
@@ -348,12 +357,57 @@ mod tests {
         conn.write_all(a.as_bytes()).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(300));
         conn.write_all(b.as_bytes()).unwrap();
-        read_until(&mut conn, &["1"]);
+        read_until(&mut conn, &mut answers, &["1"]);
         // Two requests in one write.
         conn.write_all(format!("{}{}", options(2), options(3)).as_bytes())
             .unwrap();
-        read_until(&mut conn, &["2", "3"]);
+        read_until(&mut conn, &mut answers, &["2", "3"]);
         assert_eq!(answers.matches("RTSP/1.0 200 OK").count(), 3, "{answers}");
+    }
+
+    /// ANNOUNCEs `path` on a new connection and SETs UP its one track; the Session header
+    /// of the answer.
+    fn announce_and_setup(port: u16, path: &str) -> String {
+        use std::io::Write;
+        let mut conn = connect_when_listening(port);
+        let sdp = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=No Name\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                   m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\
+                   a=fmtp:96 packetization-mode=1; sprop-parameter-sets=Z01AH9oBQBbsBEAAAAMAQAAADwPGDKg=,aO88gA==; profile-level-id=4D401F\r\n\
+                   a=control:streamid=0\r\n";
+        let url = format!("rtsp://127.0.0.1:{port}/{path}");
+        let requests = [
+            format!("ANNOUNCE {url} RTSP/1.0\r\nCSeq: 1\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len()),
+            format!("SETUP {url}/streamid=0 RTSP/1.0\r\nCSeq: 2\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1;mode=record\r\n\r\n"),
+        ];
+        let mut answers = String::new();
+        for (cseq, request) in ["1", "2"].iter().zip(&requests) {
+            conn.write_all(request.as_bytes()).unwrap();
+            read_until(&mut conn, &mut answers, &[cseq]);
+        }
+        answers
+            .lines()
+            .find_map(|l| l.strip_prefix("Session: "))
+            .unwrap_or_else(|| panic!("no Session header: {answers:?}"))
+            .trim()
+            .to_string()
+    }
+
+    /// The patched xrtsp (PATCH.md): sessions that set up in the same second get ids of
+    /// their own. Upstream's id was the second alone, and the hub files readers by id, so a
+    /// second reader of a path replaced the first one's feed.
+    #[test]
+    fn sessions_set_up_in_the_same_second_have_ids_of_their_own() {
+        let port = rtsp_server_on_its_own_thread();
+        // Until both fall in one second (the case upstream got wrong), a few tries at most.
+        for i in 0..5 {
+            let a = announce_and_setup(port, &format!("live/a{i}/in"));
+            let b = announce_and_setup(port, &format!("live/b{i}/in"));
+            if a.get(..10) == b.get(..10) {
+                assert_ne!(a, b, "two sessions of one second share the id {a}");
+                return;
+            }
+        }
+        panic!("no two set-ups fell in the same second in five tries");
     }
 
     #[test]

@@ -194,6 +194,16 @@ pub fn wait_until_explained(
 
 /// Generates a clip: testsrc H.264 (SEI stripped) + sine AAC 48 kHz stereo.
 pub fn make_clip(path: &Path, seconds: u32, freq: u32) {
+    make_clip_with_audio(
+        path,
+        seconds,
+        &format!("sine=frequency={freq}:sample_rate=48000"),
+    );
+}
+
+/// Generates a clip: testsrc H.264 (SEI stripped) + the lavfi `audio` source as AAC 48 kHz
+/// stereo.
+pub fn make_clip_with_audio(path: &Path, seconds: u32, audio: &str) {
     let st = Command::new("ffmpeg")
         .args([
             "-v",
@@ -207,7 +217,7 @@ pub fn make_clip(path: &Path, seconds: u32, freq: u32) {
             "lavfi",
         ])
         .arg("-i")
-        .arg(format!("sine=frequency={freq}:sample_rate=48000"))
+        .arg(audio)
         .arg("-t")
         .arg(seconds.to_string())
         .args([
@@ -492,6 +502,7 @@ pub fn worker_config(
         input_uri: media_service::pipeline::input_uri(input.to_str().unwrap()).unwrap(),
         output: media_service::pipeline::OutputTarget::parse(output.to_str().unwrap()).unwrap(),
         fragment_ms: 2000,
+        boundaries: media_service::fragmenter::Boundaries::Grid,
         delay_ms: 4000,
         deadline_margin_ms: 400,
         idle_timeout_ms: 3000,

@@ -1,5 +1,5 @@
 //! `make bench-live` (BENCH_STREAMS, default "1,2,4,6,8"; BENCH_STARTS, default
-//! "together,staggered"): N live streams of read speech through a pair with the services'
+//! "together,staggered"; BENCH_SECONDS, default 30): N live streams of read speech through a pair with the services'
 //! defaults (native backend; a fresh pair per round), then one table row per round
 //! (docs/capacity.md). Exits 2 when it could not run; it judges nothing.
 
@@ -46,7 +46,8 @@ fn run() -> anyhow::Result<()> {
     }
     settings.check_prerequisites()?;
     install_interrupt_handler();
-    let source = bench::speech_source(&soak::cache_dir())?;
+    let seconds = bench::source_seconds()?;
+    let source = bench::speech_source(&soak::cache_dir(), seconds)?;
     eprintln!("[bench-live] source: {}", source.display());
     let rt = tokio::runtime::Runtime::new()?;
     let mut rows: Vec<RoundFigures> = Vec::new();
@@ -60,7 +61,13 @@ fn run() -> anyhow::Result<()> {
                 "[bench-live] {streams} stream(s), {}",
                 if staggered { "staggered" } else { "together" }
             );
-            let figures = rt.block_on(bench::run_round(&pair, round, &source, &settings.log_dir));
+            let figures = rt.block_on(bench::run_round(
+                &pair,
+                round,
+                &source,
+                seconds,
+                &settings.log_dir,
+            ));
             pair.teardown();
             let figures = figures?;
             println!("{}", figures.row());

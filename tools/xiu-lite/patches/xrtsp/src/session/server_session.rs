@@ -110,6 +110,24 @@ fn content_length(headers: &[u8]) -> usize {
         .unwrap_or(0)
 }
 
+/// livedub patch: a session id no other session of this server shares (PATCH.md).
+///
+/// Upstream's ids are the wall-clock second alone (`Uuid::new(RandomDigitCount::Zero)`), and
+/// the stream hub files each reader under its id: a second reader of a path that set up in
+/// the same second replaced the first one's feed (which then got nothing more), and either
+/// one leaving removed the other's. Here: the second, then a counter of this process.
+pub fn new_session_id() -> Uuid {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        % 10_000_000_000;
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 1_000_000;
+    Uuid::from_str2(&format!("{seconds:010}{n:06}"))
+        .unwrap_or_else(|| Uuid::new(RandomDigitCount::Six))
+}
+
 /// livedub patch: the error that ends a session whose input is not RTSP.
 fn corrupted_message() -> SessionError {
     SessionError {
@@ -445,7 +463,7 @@ impl RtspServerSession {
 
             if let Some(transport_data) = rtsp_request.get_header(&"Transport".to_string()) {
                 if self.session_id.is_none() {
-                    self.session_id = Some(Uuid::new(RandomDigitCount::Zero));
+                    self.session_id = Some(new_session_id());
                 }
 
                 let transport = RtspTransport::unmarshal(transport_data);
@@ -789,7 +807,7 @@ impl RtspServerSession {
         let id = if let Some(session_id) = &self.session_id {
             *session_id
         } else {
-            Uuid::new(RandomDigitCount::Zero)
+            new_session_id()
         };
 
         SubscriberInfo {
@@ -807,7 +825,7 @@ impl RtspServerSession {
         let id = if let Some(session_id) = &self.session_id {
             *session_id
         } else {
-            Uuid::new(RandomDigitCount::Zero)
+            new_session_id()
         };
 
         PublisherInfo {
