@@ -131,10 +131,14 @@ impl Stack {
     /// Waits for `live/<name>/out` on the media server, then records it until it ends.
     fn record_output(&self, name: &str) -> PathBuf {
         let out_path = format!("live/{name}/out");
-        wait_until(
+        common::wait_until_explained(
             Duration::from_secs(40),
             "the dubbed output to appear on the media server",
             || http_get(self.api, "/v3/paths/list").is_some_and(|(_, b)| b.contains(&out_path)),
+            || {
+                let paths = http_get(self.api, "/v3/paths/list").map(|(_, b)| b);
+                format!("paths: {paths:?}\n{}", self.logs_of_the_run())
+            },
         );
         let file = self.dir.path().join(format!("{name}-out.flv"));
         let mut rec = Proc::spawn(

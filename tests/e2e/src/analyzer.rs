@@ -455,24 +455,86 @@ impl SyncMarks {
     /// For every flash with a tone onset within 0.5 s: onset - flash (s; positive when the
     /// audio comes late).
     pub fn av_offsets(&self, path: &Path) -> Result<Vec<f64>, AnalyzeError> {
+        Ok(self.survey(path)?.offsets())
+    }
+
+    /// Both halves of the marks of a file, on its timeline (see [`MarkSurvey`]).
+    pub fn survey(&self, path: &Path) -> Result<MarkSurvey, AnalyzeError> {
         let report = StreamReport::probe(path, true)?;
         let audio_start = report.audio_pts().first().copied().unwrap_or(0.0);
-        let tones: Vec<f64> = self
+        let tones = self
             .tone_onsets(&decode_audio_48k(path)?)
             .into_iter()
             .map(|t| t + audio_start)
             .collect();
-        Ok(self
-            .flash_times(path)?
-            .into_iter()
-            .filter_map(|f| {
-                tones
-                    .iter()
-                    .map(|t| t - f)
-                    .filter(|d| d.abs() < 0.5)
-                    .min_by(|a, b| a.abs().total_cmp(&b.abs()))
+        Ok(MarkSurvey {
+            flashes: self.flash_times(path)?,
+            tones,
+        })
+    }
+}
+
+/// The flashes and tone onsets found in a file (s, its timeline), before pairing: what
+/// explains a mark count that fell short (a video that starts late, audio that drifts).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MarkSurvey {
+    /// Times where the watched region turns bright.
+    pub flashes: Vec<f64>,
+    /// Tone onsets (decoded sample time plus the first audio timestamp).
+    pub tones: Vec<f64>,
+}
+
+/// How far a flash and its tone may be apart to count as one mark (s).
+const MARK_PAIRING_S: f64 = 0.5;
+
+impl MarkSurvey {
+    /// For every flash with a tone onset within [`MARK_PAIRING_S`]: onset - flash (s).
+    pub fn offsets(&self) -> Vec<f64> {
+        self.flashes
+            .iter()
+            .filter_map(|&f| self.nearest_tone(f).filter(|d| d.abs() < MARK_PAIRING_S))
+            .collect()
+    }
+
+    /// The offset of the tone onset nearest to flash `f` (s).
+    fn nearest_tone(&self, f: f64) -> Option<f64> {
+        self.tones
+            .iter()
+            .map(|t| t - f)
+            .min_by(|a, b| a.abs().total_cmp(&b.abs()))
+    }
+
+    /// One paragraph: how many of each half, their spans, and the halves left unpaired
+    /// (with the nearest other half), for a failure message.
+    pub fn describe(&self) -> String {
+        let span = |v: &[f64]| match (v.first(), v.last()) {
+            (Some(a), Some(b)) => format!("{a:.2}..{b:.2} s"),
+            _ => "none".to_string(),
+        };
+        let lone_flashes: Vec<String> = self
+            .flashes
+            .iter()
+            .filter_map(|&f| match self.nearest_tone(f) {
+                Some(d) if d.abs() < MARK_PAIRING_S => None,
+                Some(d) => Some(format!("{f:.2} (nearest tone {d:+.2} s)")),
+                None => Some(format!("{f:.2}")),
             })
-            .collect())
+            .collect();
+        let lone_tones: Vec<String> = self
+            .tones
+            .iter()
+            .filter(|&&t| !self.flashes.iter().any(|f| (t - f).abs() < MARK_PAIRING_S))
+            .map(|t| format!("{t:.2}"))
+            .collect();
+        format!(
+            "{} flashes ({}), {} tone onsets ({}); flashes without a tone: [{}]; tones without a flash: [{}]",
+            self.flashes.len(),
+            span(&self.flashes),
+            self.tones.len(),
+            span(&self.tones),
+            lone_flashes.join(", "),
+            lone_tones.join(", ")
+        )
     }
 }
 
@@ -560,6 +622,39 @@ fn onsets(times: Vec<f64>, gap: f64) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mark_survey_pairs_flashes_with_near_tones_and_names_the_rest() {
+        let survey = MarkSurvey {
+            flashes: vec![1.0, 2.0, 3.0],
+            tones: vec![1.05, 3.6, 9.0],
+        };
+        assert_eq!(
+            survey.offsets().len(),
+            1,
+            "only the first flash has its tone"
+        );
+        assert!((survey.offsets()[0] - 0.05).abs() < 1e-9);
+        let text = survey.describe();
+        assert!(text.contains("3 flashes (1.00..3.00 s)"), "{text}");
+        assert!(
+            text.contains("2.00 (nearest tone -0.95 s), 3.00 (nearest tone +0.60 s)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tones without a flash: [3.60, 9.00]"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("1.00 (nearest"),
+            "a paired flash is not listed: {text}"
+        );
+        let empty = MarkSurvey::default();
+        assert!(empty.offsets().is_empty());
+        assert!(empty
+            .describe()
+            .starts_with("0 flashes (none), 0 tone onsets (none)"));
+    }
 
     const JSON: &str = r#"{
       "packets": [

@@ -999,9 +999,19 @@ fn measure_delay(run: &StreamRun) -> anyhow::Result<f64> {
 /// mark; the first and the last are the output's start and end) and reported against
 /// [`SYNC_AIM_MS`]. `min_marks`: marks that must be found.
 fn check_marks(run: &StreamRun, min_marks: usize) -> anyhow::Result<AvJudgement> {
-    let offsets = SyncMarks::SOAK.av_offsets(&run.recording)?;
+    let survey = SyncMarks::SOAK.survey(&run.recording)?;
+    let offsets = survey.offsets();
     let j = judge_av_after_start(&offsets, min_marks, SYNC_BUDGET_MS, START_SYNC_BUDGET_MS)
-        .map_err(|e| anyhow!("{}: {e}", run.name))?;
+        .map_err(|e| {
+            let spans = StreamReport::probe(&run.recording, true)
+                .map(|r| describe_spans(&r))
+                .unwrap_or_else(|e| format!("(not probed: {e})"));
+            anyhow!(
+                "{}: {e}\n  marks: {}\n  output: {spans}",
+                run.name,
+                survey.describe()
+            )
+        })?;
     eprintln!(
         "[e2e] {}: A/V from content over {} marks: median {:+.0} ms, worst {:.0} ms, start {:+.0}, end {:+.0} (budget {SYNC_BUDGET_MS}, aim {SYNC_AIM_MS}: {})",
         run.name,
@@ -1013,6 +1023,19 @@ fn check_marks(run: &StreamRun, min_marks: usize) -> anyhow::Result<AvJudgement>
         if j.worst_ms <= SYNC_AIM_MS { "met" } else { "not met" }
     );
     Ok(j)
+}
+
+/// The first and last timestamps of a recording's video and audio (s).
+fn describe_spans(r: &StreamReport) -> String {
+    let span = |pts: Vec<f64>| match (pts.first(), pts.last()) {
+        (Some(a), Some(b)) => format!("{a:.2}..{b:.2} s ({} packets)", pts.len()),
+        _ => "none".to_string(),
+    };
+    format!(
+        "video {}, audio {}",
+        span(r.video_pts()),
+        span(r.audio_pts())
+    )
 }
 
 fn describe_fragments(run: &StreamRun) -> String {
