@@ -120,6 +120,8 @@ fuzz: deps
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@# The e2e suite is `test = false`, which --all-targets leaves out.
+	$(CARGO) clippy --workspace --test e2e -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context};
 use libtest_mimic::{Arguments, Failed, Trial};
 use livedub_e2e::analyzer::{
-    decode_audio_48k, decode_audio_mono, judge_av, judge_av_after_start, median, rms_db,
-    tone_level_db, AvJudgement, StreamReport, SyncMarks,
+    decode_audio_48k, decode_audio_mono, judge_av_after_start, median, rms_db, tone_level_db,
+    AvJudgement, StreamReport, SyncMarks,
 };
 use livedub_e2e::compose;
 use livedub_e2e::contract::{self, ContractFile};
