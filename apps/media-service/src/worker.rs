@@ -306,9 +306,13 @@ pub const AUDIO_START_TIMEOUT_MS: u64 = 8_000;
 /// Video the input announced must follow its first media within this time; a read that
 /// has only audio by then is started again. (Seen with the local test media server: a
 /// reader that got the audio of an input but never its video. The output then had no
-/// picture, and the muxer, waiting for it, sent nothing until the input ended.) An input
-/// that announces no video, or a file, is not judged.
-pub const VIDEO_START_TIMEOUT_MS: u64 = 8_000;
+/// picture, and the muxer, waiting for it, sent nothing until the input ended.) Any video
+/// buffer counts, key frame or not, and a live encoder sends one every frame, so 3 s of
+/// audio without one is a lost track, not a slow one; each second waited here is a second
+/// of output lost when it happens (it was 8 s: a 10 s publication then got no output at
+/// all, and a 30 s one lost a third of its picture). An input that announces no video, or
+/// a file, is not judged.
+pub const VIDEO_START_TIMEOUT_MS: u64 = 3_000;
 
 /// Whether a read that has seen no video `since_first_ns` after its first media has lost
 /// the video its input announced.
