@@ -430,8 +430,10 @@ fn sts_too_slow_output_keeps_original_audio_and_counts_fallbacks() {
     );
     let (v, a) = stack.probe_both(&rec);
     let (vdur, adur) = (v.last_end - v.first_pts, a.last_end - a.first_pts);
+    // 20 s in; the recorder joins at the output's first key frame, and a first read that
+    // lost its video is read again after VIDEO_START_TIMEOUT_MS (3 s) and a retry.
     assert!(
-        vdur > 16.0 && adur > 16.0,
+        vdur > 14.0 && adur > 14.0,
         "a 20 s input gave {vdur:.2} s of video and {adur:.2} s of audio (video {v:?}, audio {a:?})\n{}",
         stack.logs_of_the_run()
     );
@@ -857,12 +859,17 @@ fn the_last_fragment_of_a_stopped_publisher_is_dubbed() {
     let _rec = stack.record_output(name);
     assert!(publisher.wait_exit(Duration::from_secs(30)).is_some());
     let placed = || stack.placed(name);
+    // Until the worker has ended, every fragment it cut is placed. Two at least: a first
+    // read that lost its video is read again after VIDEO_START_TIMEOUT_MS (docs/e2e.md),
+    // which leaves the first read one fragment and the second the rest.
     common::wait_until_explained(
         Duration::from_secs(30),
-        "the stream's three fragments placed",
-        || placed().len() >= 3,
+        "the worker to end with its fragments placed",
+        || stack.ms.log_text().contains("worker ended") && placed().len() >= 2,
         || format!("placed: {:?}\n{}", placed(), stack.logs_of_the_run()),
     );
+    // The fragment log is written off the worker's thread: let its last line land.
+    std::thread::sleep(Duration::from_millis(500));
     let lines = placed();
     let last = lines
         .iter()
