@@ -142,6 +142,12 @@ pub fn input_uri(s: &str) -> Result<String, TargetError> {
         .map_err(|_| TargetError::MissingInput(s.into()))
 }
 
+/// RTSP inputs get their own source (see [`rtsp_input`]).
+fn is_rtsp_uri(uri: &str) -> bool {
+    let scheme = uri.split("://").next().unwrap_or("").to_ascii_lowercase();
+    matches!(scheme.as_str(), "rtsp" | "rtsps" | "rtspt")
+}
+
 /// Live inputs are paced by their source; everything else is paced by `clocksync`.
 pub fn is_live_uri(uri: &str) -> bool {
     let scheme = uri.split("://").next().unwrap_or("").to_ascii_lowercase();
@@ -174,6 +180,14 @@ pub struct InputTracks(Arc<std::sync::Mutex<TrackLog>>);
 pub struct TrackLog {
     /// Streams the source announced before sending media (RTSP SDP: `audio MPEG4-GENERIC`).
     pub announced: Vec<String>,
+    /// RTSP streams whose first RTP or RTCP packet reached the receiver (`stream 0`, by SDP
+    /// order): what came over the wire, before any jitter buffer.
+    pub arrived: Vec<String>,
+    /// RTSP streams that came out of the jitter buffer as RTP pads (`stream 0`).
+    pub released: Vec<String>,
+    /// Depayloaders the decoder plugged, each with what its first output buffer carried
+    /// (`rtph264depay0: video/x-h264`), or `rtph264depay0: nothing yet`.
+    pub depayloaded: Vec<String>,
     /// Decoded pads the input exposed (`video/x-h264`, `audio/x-raw`).
     pub delivered: Vec<String>,
 }
@@ -214,12 +228,18 @@ impl std::fmt::Display for TrackLog {
                 v.join(", ")
             }
         };
-        write!(
-            f,
-            "announced: {}; delivered: {}",
-            list(&self.announced),
-            list(&self.delivered)
-        )
+        write!(f, "announced: {}", list(&self.announced))?;
+        // Transport stages only exist for RTSP; a file input has neither.
+        if !self.arrived.is_empty() || !self.released.is_empty() {
+            write!(
+                f,
+                "; arrived: {}; out of the jitter buffer: {}; depayloaded: {}",
+                list(&self.arrived),
+                list(&self.released),
+                list(&self.depayloaded)
+            )?;
+        }
+        write!(f, "; delivered: {}", list(&self.delivered))
     }
 }
 
@@ -298,41 +318,17 @@ pub fn build(spec: &GraphSpec) -> Result<MediaPipeline, PipelineError> {
     let paced = !is_live_uri(&spec.uri);
     let delay_ns = spec.delay.as_nanos() as u64;
 
-    let src = make("uridecodebin")?;
-    src.set_property("uri", &spec.uri);
-    // Stop decoding at H.264 (passthrough) and raw audio.
-    src.set_property(
-        "caps",
-        gst::Caps::builder_full()
-            .structure(gst::Structure::new_empty("video/x-h264"))
-            .structure(gst::Structure::new_empty("audio/x-raw"))
-            .build(),
-    );
     let tracks = InputTracks::default();
-    let announced = tracks.clone();
-    src.connect("source-setup", false, move |args| {
-        if let Some(Ok(source)) = args.get(1).map(|v| v.get::<gst::Element>()) {
-            if source.find_property("protocols").is_some() {
-                // RTSP over TCP: interleaved RTP, no UDP port ranges, works through NAT/compose.
-                source.set_property_from_str("protocols", "tcp");
-            }
-            if source.type_().name() == "GstRTSPSrc" {
-                // The SDP's streams, in order: what the server says it will send.
-                let announced = announced.clone();
-                source.connect("select-stream", false, move |args| {
-                    if let Some(Ok(caps)) = args.get(2).map(|v| v.get::<gst::Caps>()) {
-                        if let Some(s) = caps.structure(0) {
-                            let media = s.get::<String>("media").unwrap_or_default();
-                            let enc = s.get::<String>("encoding-name").unwrap_or_default();
-                            announced.update(|t| t.announced.push(format!("{media} {enc}")));
-                        }
-                    }
-                    Some(true.to_value())
-                });
-            }
-        }
-        None
-    });
+    let input = if is_rtsp_uri(&spec.uri) {
+        rtsp_input(&spec.uri, &tracks)?
+    } else {
+        let src = make("uridecodebin")?;
+        src.set_property("uri", &spec.uri);
+        src.set_property("caps", decoded_caps());
+        watch_depayloaders(&src, &tracks);
+        Input::Decoded(src)
+    };
+    let src = input.element().clone();
 
     // Video branch.
     let vsync = if paced {
@@ -539,7 +535,7 @@ pub fn build(spec: &GraphSpec) -> Result<MediaPipeline, PipelineError> {
     let ahead = audio_head.clone();
     let pipe_weak = pipeline.downgrade();
     let delivered = tracks.clone();
-    src.connect_pad_added(move |_src, pad| {
+    let on_decoded_pad = move |pad: &gst::Pad| {
         let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
         let Some(s) = caps.structure(0) else { return };
         let name = s.name().to_string();
@@ -576,7 +572,15 @@ pub fn build(spec: &GraphSpec) -> Result<MediaPipeline, PipelineError> {
                 attach_fakesink(&pipe_weak, pad);
             }
         }
-    });
+    };
+    match input {
+        Input::Decoded(src) => {
+            src.connect_pad_added(move |_, pad| on_decoded_pad(pad));
+        }
+        Input::Rtsp(rtspsrc) => {
+            decode_each_rtsp_stream(&rtspsrc, &pipeline, &tracks, on_decoded_pad);
+        }
+    }
 
     Ok(MediaPipeline {
         pipeline,
@@ -590,6 +594,184 @@ pub fn build(spec: &GraphSpec) -> Result<MediaPipeline, PipelineError> {
         tracks,
         paced,
     })
+}
+
+/// The input end of the graph.
+enum Input {
+    /// A `uridecodebin` (files, other live schemes): its pads are decoded tracks.
+    Decoded(gst::Element),
+    /// An `rtspsrc`: its pads are RTP streams, each decoded by a `decodebin` of its own.
+    Rtsp(gst::Element),
+}
+
+impl Input {
+    fn element(&self) -> &gst::Element {
+        match self {
+            Input::Decoded(e) | Input::Rtsp(e) => e,
+        }
+    }
+}
+
+/// Where decoding stops: H.264 (passed through, never re-encoded) and raw audio.
+fn decoded_caps() -> gst::Caps {
+    gst::Caps::builder_full()
+        .structure(gst::Structure::new_empty("video/x-h264"))
+        .structure(gst::Structure::new_empty("audio/x-raw"))
+        .build()
+}
+
+/// An `rtspsrc` for `uri`: interleaved over TCP, its SDP's streams and their transport
+/// recorded in `tracks`.
+///
+/// Not `uridecodebin`: it stops listening for new source pads when rtspsrc says
+/// `no-more-pads`, and rtspsrc can say so before it has added the last stream's pad (two
+/// streams' first packets leave their jitter buffers together; the thread that marks the
+/// last stream added emits `no-more-pads` while the other is still adding its pad). That
+/// pad then never got a decoder: a read with audio but no video, about once in 50 reads of
+/// a publication whose tracks start together (2026-12-07, docs/media-service.md).
+fn rtsp_input(uri: &str, tracks: &InputTracks) -> Result<Input, PipelineError> {
+    let rtspsrc = gst::ElementFactory::make("rtspsrc")
+        .name("source")
+        .property("location", uri)
+        .build()
+        .map_err(|_| PipelineError::MissingElement("rtspsrc"))?;
+    // RTSP over TCP: interleaved RTP, no UDP port ranges, works through NAT/compose.
+    rtspsrc.set_property_from_str("protocols", "tcp");
+    watch_rtsp_transport(&rtspsrc, tracks);
+    // The SDP's streams, in order: what the server says it will send.
+    let announced = tracks.clone();
+    rtspsrc.connect("select-stream", false, move |args| {
+        if let Some(Ok(caps)) = args.get(2).map(|v| v.get::<gst::Caps>()) {
+            if let Some(s) = caps.structure(0) {
+                let media = s.get::<String>("media").unwrap_or_default();
+                let enc = s.get::<String>("encoding-name").unwrap_or_default();
+                announced.update(|t| t.announced.push(format!("{media} {enc}")));
+            }
+        }
+        Some(true.to_value())
+    });
+    Ok(Input::Rtsp(rtspsrc))
+}
+
+/// Gives every RTP stream rtspsrc adds, whenever it adds it, a `decodebin` whose decoded pad
+/// goes to `on_decoded_pad`.
+fn decode_each_rtsp_stream(
+    rtspsrc: &gst::Element,
+    pipeline: &gst::Pipeline,
+    tracks: &InputTracks,
+    on_decoded_pad: impl Fn(&gst::Pad) + Send + Sync + 'static,
+) {
+    let on_decoded_pad = Arc::new(on_decoded_pad);
+    let pipe_weak = pipeline.downgrade();
+    let tracks = tracks.clone();
+    rtspsrc.connect_pad_added(move |_, pad| {
+        let Some(pipe) = pipe_weak.upgrade() else {
+            return;
+        };
+        let fail = |what: String| {
+            let msg = format!("RTSP stream {}: {what}", pad.name());
+            let _ = pipe.post_message(
+                gst::message::Error::builder(gst::CoreError::Negotiation, &msg).build(),
+            );
+        };
+        let decoder = match gst::ElementFactory::make("decodebin")
+            .property("caps", decoded_caps())
+            .build()
+        {
+            Ok(d) => d,
+            Err(_) => return fail("no decodebin element".into()),
+        };
+        watch_depayloaders(&decoder, &tracks);
+        let on_decoded_pad = on_decoded_pad.clone();
+        decoder.connect_pad_added(move |_, p| on_decoded_pad(p));
+        if pipe.add(&decoder).is_err() {
+            return fail("could not add its decoder".into());
+        }
+        let sink = decoder
+            .static_pad("sink")
+            .expect("decodebin has a sink pad");
+        if let Err(e) = pad.link(&sink) {
+            return fail(format!("could not link it to its decoder: {e:?}"));
+        }
+        if decoder.sync_state_with_parent().is_err() {
+            fail("its decoder refused to start".into());
+        }
+    });
+}
+
+/// Records, per RTSP stream, when its first packet arrives (rtpbin's `on-new-ssrc`) and when
+/// it leaves the jitter buffer (rtspsrc's pad): a track that never reaches the decoder is then
+/// named with the stage where it stopped.
+fn watch_rtsp_transport(rtspsrc: &gst::Element, tracks: &InputTracks) {
+    let arrived = tracks.clone();
+    rtspsrc.connect("new-manager", false, move |args| {
+        if let Some(Ok(manager)) = args.get(1).map(|v| v.get::<gst::Element>()) {
+            if manager.type_().name() == "GstRtpBin" {
+                let arrived = arrived.clone();
+                manager.connect("on-new-ssrc", false, move |args| {
+                    if let Some(Ok(session)) = args.get(1).map(|v| v.get::<u32>()) {
+                        let label = format!("stream {session}");
+                        arrived.update(|t| {
+                            if !t.arrived.contains(&label) {
+                                t.arrived.push(label)
+                            }
+                        });
+                    }
+                    None
+                });
+            }
+        }
+        None
+    });
+    let released = tracks.clone();
+    rtspsrc.connect_pad_added(move |_, pad| {
+        // rtspsrc names its pads recv_rtp_src_<stream>_<ssrc>_<pt>.
+        let name = pad.name();
+        let stream = name
+            .strip_prefix("recv_rtp_src_")
+            .and_then(|rest| rest.split('_').next())
+            .unwrap_or(name.as_str());
+        let label = format!("stream {stream}");
+        released.update(|t| {
+            if !t.released.contains(&label) {
+                t.released.push(label)
+            }
+        });
+    });
+}
+
+/// Records each depayloader the decoder plugs, and the caps of its first output buffer: with
+/// [`watch_rtsp_transport`], a track that never reaches the decoder's output is named with
+/// the last stage it passed.
+fn watch_depayloaders(uridecodebin: &gst::Element, tracks: &InputTracks) {
+    let tracks = tracks.clone();
+    uridecodebin.connect("deep-element-added", false, move |args| {
+        let Some(Ok(element)) = args.get(2).map(|v| v.get::<gst::Element>()) else {
+            return None;
+        };
+        let is_depay = element
+            .factory()
+            .is_some_and(|f| f.klass().contains("Depayloader"));
+        let srcpad = element.static_pad("src").filter(|_| is_depay)?;
+        let name = element.name().to_string();
+        let pending = format!("{name}: nothing yet");
+        tracks.update(|t| t.depayloaded.push(pending.clone()));
+        let tracks = tracks.clone();
+        srcpad.add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
+            let caps = pad
+                .current_caps()
+                .and_then(|c| c.structure(0).map(|s| s.name().to_string()))
+                .unwrap_or_else(|| "no caps".into());
+            let done = format!("{name}: {caps}");
+            tracks.update(|t| {
+                if let Some(entry) = t.depayloaded.iter_mut().find(|e| **e == pending) {
+                    *entry = done;
+                }
+            });
+            gst::PadProbeReturn::Remove
+        });
+        None
+    });
 }
 
 fn attach_fakesink(pipe: &gst::glib::WeakRef<gst::Pipeline>, pad: &gst::Pad) {

@@ -239,8 +239,8 @@ pub enum WorkerError {
         uri: String,
         /// Timeout.
         timeout_ms: u64,
-        /// What the input announced and delivered.
-        tracks: crate::pipeline::TrackLog,
+        /// What the input announced and delivered (boxed: it is rarely built and large).
+        tracks: Box<crate::pipeline::TrackLog>,
     },
     /// The input announced video and audio but delivers only audio: the output would carry
     /// no picture (and the muxer would hold it back until the input ends); a fresh read
@@ -253,8 +253,8 @@ pub enum WorkerError {
         uri: String,
         /// Timeout.
         timeout_ms: u64,
-        /// What the input announced and delivered.
-        tracks: crate::pipeline::TrackLog,
+        /// What the input announced and delivered (boxed: it is rarely built and large).
+        tracks: Box<crate::pipeline::TrackLog>,
     },
     /// The input announced no audio track at all: there is nothing to dub.
     #[error("stream '{stream}': {uri} has no audio track ({tracks}): nothing to dub; an input needs H.264 video and one audio track")]
@@ -263,8 +263,8 @@ pub enum WorkerError {
         stream: String,
         /// Input.
         uri: String,
-        /// What the input announced and delivered.
-        tracks: crate::pipeline::TrackLog,
+        /// What the input announced and delivered (boxed: it is rarely built and large).
+        tracks: Box<crate::pipeline::TrackLog>,
     },
     /// Nothing arrived from the input.
     #[error("stream '{stream}': no media from {uri} within {timeout_ms} ms")]
@@ -286,14 +286,14 @@ fn no_audio_error(stream: &str, uri: &str, tracks: crate::pipeline::TrackLog) ->
         WorkerError::NoAudioTrack {
             stream,
             uri,
-            tracks,
+            tracks: Box::new(tracks),
         }
     } else {
         WorkerError::NoAudio {
             stream,
             uri,
             timeout_ms: AUDIO_START_TIMEOUT_MS,
-            tracks,
+            tracks: Box::new(tracks),
         }
     }
 }
@@ -614,7 +614,7 @@ pub async fn run_worker(
                             stream: name.clone(),
                             uri: redact::uri(&cfg.input_uri),
                             timeout_ms: VIDEO_START_TIMEOUT_MS,
-                            tracks: graph.tracks.snapshot(),
+                            tracks: Box::new(graph.tracks.snapshot()),
                         });
                     }
                     // Both branches quiet (a publisher that stopped, not an audio hiccup).
@@ -1410,7 +1410,27 @@ mod no_audio_tests {
         TrackLog {
             announced: announced.iter().map(|s| s.to_string()).collect(),
             delivered: delivered.iter().map(|s| s.to_string()).collect(),
+            ..TrackLog::default()
         }
+    }
+
+    #[test]
+    fn a_missing_track_names_the_transport_stage_where_it_stopped() {
+        let mut t = log(&["video H264", "audio MPEG4-GENERIC"], &["audio/x-raw"]);
+        t.arrived = vec!["stream 1".into(), "stream 0".into()];
+        t.released = vec!["stream 1".into()];
+        t.depayloaded = vec!["rtpmp4gdepay0: audio/mpeg".into()];
+        assert_eq!(
+            t.to_string(),
+            "announced: video H264, audio MPEG4-GENERIC; arrived: stream 1, stream 0; \
+             out of the jitter buffer: stream 1; depayloaded: rtpmp4gdepay0: audio/mpeg; \
+             delivered: audio/x-raw"
+        );
+        let file = log(&[], &["audio/x-raw"]);
+        assert_eq!(
+            file.to_string(),
+            "announced: nothing; delivered: audio/x-raw"
+        );
     }
 
     #[test]
@@ -1434,7 +1454,7 @@ mod no_audio_tests {
             stream: "s1".into(),
             uri: "rtsp://h/live/s1/in".into(),
             timeout_ms: VIDEO_START_TIMEOUT_MS,
-            tracks: both,
+            tracks: Box::new(both),
         };
         let text = e.to_string();
         assert!(

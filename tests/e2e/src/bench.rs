@@ -94,44 +94,7 @@ fn fragment_s() -> f64 {
         / 1000.0
 }
 
-/// Lower-case words of `text`, punctuation dropped.
-fn words(text: &str) -> Vec<String> {
-    text.split_whitespace()
-        .map(|w| {
-            w.chars()
-                .filter(|c| c.is_alphanumeric() || *c == '\'')
-                .collect::<String>()
-                .to_lowercase()
-        })
-        .filter(|w| !w.is_empty())
-        .collect()
-}
-
-/// Word errors of `heard` against the beginning of `reference` that fits it best (the
-/// published seconds hold only the start of the passage): (errors, reference words), from
-/// the edit distance of the two word sequences with the reference's tail free.
-pub fn prefix_word_errors(reference: &str, heard: &str) -> (usize, usize) {
-    let (r, h) = (words(reference), words(heard));
-    // d[j]: edits turning the first i heard words into the first j reference words.
-    let mut d: Vec<usize> = (0..=r.len()).collect();
-    for (i, hw) in h.iter().enumerate() {
-        let mut prev_diag = d[0];
-        d[0] = i + 1;
-        for j in 1..=r.len() {
-            let sub = prev_diag + usize::from(*hw != r[j - 1]);
-            prev_diag = d[j];
-            d[j] = sub.min(d[j] + 1).min(d[j - 1] + 1);
-        }
-    }
-    // The best reference prefix; ties go to the longer one (more words judged).
-    let (j, e) = d
-        .iter()
-        .enumerate()
-        .min_by_key(|&(j, &e)| (e, std::cmp::Reverse(j)))
-        .map(|(j, &e)| (j, e))
-        .unwrap_or((0, h.len()));
-    (e, j)
-}
+pub use livedub_wer::prefix_word_errors;
 
 /// One round of the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -527,25 +490,6 @@ mod tests {
         assert_eq!(percentile(&v, 100.0), 5.0);
         assert_eq!(percentile(&v, 0.0), 1.0);
         assert!(percentile(&[], 50.0).is_nan());
-    }
-
-    #[test]
-    fn word_errors_judge_the_passage_prefix_that_was_heard() {
-        let r = "The North Wind and the Sun were disputing which was the stronger";
-        assert_eq!(prefix_word_errors(r, "the north wind and the sun"), (0, 6));
-        assert_eq!(
-            prefix_word_errors(r, "The North wind, and the son."),
-            (1, 6)
-        );
-        // A word cut in half at a boundary: one substitution and one insertion.
-        assert_eq!(prefix_word_errors(r, "the north win d and the sun"), (2, 6));
-        // Nothing heard: nothing judged; wrong words all count.
-        assert_eq!(prefix_word_errors(r, ""), (0, 0));
-        assert_eq!(prefix_word_errors(r, "hello there"), (2, 2));
-        assert_eq!(
-            prefix_word_errors(r, "the north wind and the sun were disputing which"),
-            (0, 9)
-        );
     }
 
     #[test]

@@ -178,8 +178,8 @@ async fn main() -> anyhow::Result<()> {
         for i in 0..n {
             let ev = pipeline.process(job(i)).await;
             let reference = SENTENCES[i % SENTENCES.len()];
-            errors += word_errors(reference, &ev.transcript);
-            words += normalise(reference).len();
+            errors += livedub_wer::word_errors(reference, &ev.transcript);
+            words += livedub_wer::words(reference).len();
             *statuses.entry(ev.status.as_str()).or_default() += 1;
             asr.push(ev.stage_ms.asr as f64 / 1000.0);
             mt.push(ev.stage_ms.translation as f64 / 1000.0);
@@ -318,55 +318,4 @@ async fn bursts(
         per.extend(evs.iter().map(|e| e.processing_time_ms as f64 / 1000.0));
     }
     (per, walls)
-}
-
-/// Lower-case words without punctuation.
-fn normalise(text: &str) -> Vec<String> {
-    text.split_whitespace()
-        .map(|w| {
-            w.chars()
-                .filter(|c| c.is_alphanumeric() || *c == '\'')
-                .collect::<String>()
-                .to_lowercase()
-        })
-        .filter(|w| !w.is_empty())
-        .collect()
-}
-
-/// Word-level edit distance (substitutions, insertions, deletions) of `heard` against
-/// `reference`.
-fn word_errors(reference: &str, heard: &str) -> usize {
-    let (r, h) = (normalise(reference), normalise(heard));
-    let mut prev: Vec<usize> = (0..=h.len()).collect();
-    for (i, rw) in r.iter().enumerate() {
-        let mut cur = vec![i + 1; h.len() + 1];
-        for (j, hw) in h.iter().enumerate() {
-            let sub = prev[j] + usize::from(rw != hw);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[h.len()]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn word_errors_count_edits() {
-        assert_eq!(
-            word_errors("The music is too loud.", "the music is too loud"),
-            0
-        );
-        assert_eq!(
-            word_errors("The music is too loud.", "The muse is loud."),
-            2
-        );
-        assert_eq!(word_errors("I have two cats.", ""), 4);
-        assert_eq!(
-            word_errors("I have two cats.", "I have two cats and dogs"),
-            2
-        );
-    }
 }
