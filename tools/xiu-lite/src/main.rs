@@ -368,6 +368,11 @@ mod tests {
     /// ANNOUNCEs `path` on a new connection and SETs UP its one track; the Session header
     /// of the answer.
     fn announce_and_setup(port: u16, path: &str) -> String {
+        announce_and_setup_conn(port, path).1
+    }
+
+    /// `announce_and_setup`, keeping the publisher's connection.
+    fn announce_and_setup_conn(port: u16, path: &str) -> (std::net::TcpStream, String) {
         use std::io::Write;
         let mut conn = connect_when_listening(port);
         let sdp = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=No Name\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
@@ -384,12 +389,13 @@ mod tests {
             conn.write_all(request.as_bytes()).unwrap();
             read_until(&mut conn, &mut answers, &[cseq]);
         }
-        answers
+        let session = answers
             .lines()
             .find_map(|l| l.strip_prefix("Session: "))
             .unwrap_or_else(|| panic!("no Session header: {answers:?}"))
             .trim()
-            .to_string()
+            .to_string();
+        (conn, session)
     }
 
     /// The patched xrtsp (PATCH.md): sessions that set up in the same second get ids of
@@ -408,6 +414,260 @@ mod tests {
             }
         }
         panic!("no two set-ups fell in the same second in five tries");
+    }
+
+    /// An RTP packet over the RTSP connection (`$`, channel, length) holding one H.264 NAL
+    /// unit of type `nal_type` at `timestamp`.
+    fn interleaved_nal(seq: u16, timestamp: u32, nal_type: u8) -> Vec<u8> {
+        let mut rtp = vec![0x80, 96];
+        rtp.extend_from_slice(&seq.to_be_bytes());
+        rtp.extend_from_slice(&timestamp.to_be_bytes());
+        rtp.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        rtp.extend_from_slice(&[0x60 | nal_type, 0x88, 0x84, 0x21, 0xa0]);
+        let mut packet = vec![b'$', 0];
+        packet.extend_from_slice(&(rtp.len() as u16).to_be_bytes());
+        packet.extend_from_slice(&rtp);
+        packet
+    }
+
+    /// Reads interleaved RTP packets after the RTSP answers until `count` video packets have
+    /// come: each one's (RTP timestamp, NAL unit type).
+    fn read_video_nals(
+        conn: &mut std::net::TcpStream,
+        pending: &mut Vec<u8>,
+        count: usize,
+    ) -> Vec<(u32, u8)> {
+        use std::io::Read;
+        let mut nals = Vec::new();
+        let mut buf = [0u8; 4096];
+        while nals.len() < count {
+            // Skip RTSP text up to the next interleaved packet.
+            match pending.iter().position(|b| *b == b'$') {
+                Some(start) if pending.len() >= start + 4 => {
+                    let len = u16::from_be_bytes([pending[start + 2], pending[start + 3]]) as usize;
+                    if pending.len() >= start + 4 + len {
+                        let channel = pending[start + 1];
+                        let rtp = pending[start + 4..start + 4 + len].to_vec();
+                        pending.drain(..start + 4 + len);
+                        if channel == 0 && rtp.len() > 12 {
+                            let ts = u32::from_be_bytes([rtp[4], rtp[5], rtp[6], rtp[7]]);
+                            nals.push((ts, rtp[12] & 0x1f));
+                        }
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            match conn.read(&mut buf) {
+                Ok(0) => panic!("the server closed the reader's session; got {nals:?}"),
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("the reader got {nals:?} of {count} video packets, then: {e}"),
+            }
+        }
+        nals
+    }
+
+    /// A reader that sets up `path` and plays it, with the bytes read past the PLAY answer.
+    fn play(port: u16, path: &str) -> (std::net::TcpStream, Vec<u8>) {
+        use std::io::{Read, Write};
+        let mut conn = connect_when_listening(port);
+        let url = format!("rtsp://127.0.0.1:{port}/{path}");
+        let mut answers = String::new();
+        conn.write_all(
+            format!("DESCRIBE {url} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+        read_until(&mut conn, &mut answers, &["1"]);
+        conn.write_all(format!("SETUP {url}/streamid=0 RTSP/1.0\r\nCSeq: 2\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n").as_bytes()).unwrap();
+        read_until(&mut conn, &mut answers, &["2"]);
+        let session = answers
+            .lines()
+            .find_map(|l| l.strip_prefix("Session: "))
+            .unwrap_or_else(|| panic!("no Session header: {answers:?}"))
+            .split(';')
+            .next()
+            .unwrap()
+            .trim()
+            .to_string();
+        conn.write_all(
+            format!("PLAY {url} RTSP/1.0\r\nCSeq: 3\r\nSession: {session}\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        // The answer and whatever follows it in the same reads.
+        let mut pending = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&pending).contains("CSeq: 3\r\n") {
+            let n = conn.read(&mut buf).expect("no answer to PLAY");
+            assert!(
+                n > 0,
+                "the server closed the reader's session before PLAY's answer"
+            );
+            pending.extend_from_slice(&buf[..n]);
+        }
+        let end = String::from_utf8_lossy(&pending)
+            .find("CSeq: 3\r\n")
+            .unwrap();
+        pending.drain(..end);
+        (conn, pending)
+    }
+
+    /// The patched xrtsp's GOP cache (PATCH.md): a reader that joins after the publication's
+    /// key frame starts with that key frame's access unit (parameter sets included), then
+    /// gets every live frame once. Upstream's reader started with the next live frame: no
+    /// picture until the publisher's next key frame.
+    #[test]
+    fn a_reader_joining_late_starts_at_the_last_key_frame_and_misses_nothing() {
+        use std::io::Write;
+        let port = rtsp_server_on_its_own_thread();
+        let path = "live/gop/in";
+        let (mut publisher, session) = announce_and_setup_conn(port, path);
+        let url = format!("rtsp://127.0.0.1:{port}/{path}");
+        let mut answers = String::new();
+        publisher
+            .write_all(
+                format!("RECORD {url} RTSP/1.0\r\nCSeq: 3\r\nSession: {session}\r\n\r\n")
+                    .as_bytes(),
+            )
+            .unwrap();
+        read_until(&mut publisher, &mut answers, &["3"]);
+        // A P frame before any key frame (not kept), then a GOP: SPS, PPS, IDR, two P frames.
+        let published = [
+            (0, 1),
+            (3000, 7),
+            (3000, 8),
+            (3000, 5),
+            (6000, 1),
+            (9000, 1),
+        ];
+        for (seq, (ts, nal)) in published.iter().enumerate() {
+            publisher
+                .write_all(&interleaved_nal(seq as u16, *ts, *nal))
+                .unwrap();
+        }
+        // Give the server time to take them in before the reader joins.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let (mut reader, mut pending) = play(port, path);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        publisher.write_all(&interleaved_nal(6, 12000, 1)).unwrap();
+        let got = read_video_nals(&mut reader, &mut pending, 6);
+        assert_eq!(
+            got,
+            vec![
+                (3000, 7),
+                (3000, 8),
+                (3000, 5),
+                (6000, 1),
+                (9000, 1),
+                (12000, 1)
+            ],
+            "the reader's (RTP timestamp, NAL type) sequence"
+        );
+    }
+
+    #[test]
+    fn the_cache_starts_at_the_key_frames_access_unit_with_the_audio_since_the_last_picture() {
+        use bytes::BytesMut;
+        use streamhub::define::FrameData;
+        use xrtsp::session::gop_cache::{GopCache, VideoCodec};
+        let video = |ts: u32, nal: u8| FrameData::Video {
+            timestamp: ts,
+            data: BytesMut::from(&[0, 0, 0, 1, 0x60 | nal, 0x11][..]),
+        };
+        let audio = |ts: u32| FrameData::Audio {
+            timestamp: ts,
+            data: BytesMut::from(&[0x21, 0x10][..]),
+        };
+        let summary = |cache: &GopCache| -> Vec<String> {
+            cache
+                .frames()
+                .iter()
+                .map(|f| match f {
+                    FrameData::Video { timestamp, data } => {
+                        format!("v{timestamp}:{}", data[4] & 0x1f)
+                    }
+                    FrameData::Audio { timestamp, .. } => format!("a{timestamp}"),
+                    _ => "other".into(),
+                })
+                .collect()
+        };
+        let mut cache = GopCache::new(Some(VideoCodec::H264));
+        // Audio before the first picture is the start of the input: kept.
+        for frame in [
+            audio(0),
+            audio(1024),
+            video(0, 7),
+            video(0, 8),
+            video(0, 5),
+            audio(2048),
+        ] {
+            cache.push(&frame);
+        }
+        assert_eq!(
+            summary(&cache),
+            ["a0", "a1024", "v0:7", "v0:8", "v0:5", "a2048"]
+        );
+        // The next key frame: what came before its access unit goes, except the audio since
+        // the last picture.
+        for frame in [
+            video(3000, 1),
+            audio(3072),
+            video(6000, 7),
+            audio(4096),
+            video(6000, 5),
+        ] {
+            cache.push(&frame);
+        }
+        assert_eq!(summary(&cache), ["a3072", "v6000:7", "a4096", "v6000:5"]);
+        // No video codec known: nothing kept.
+        let mut audio_only = GopCache::new(None);
+        audio_only.push(&audio(0));
+        assert!(audio_only.frames().is_empty());
+    }
+
+    #[test]
+    fn a_cache_that_outgrows_its_limit_starts_again_at_the_next_key_frame() {
+        use bytes::BytesMut;
+        use streamhub::define::FrameData;
+        use xrtsp::session::gop_cache::{GopCache, VideoCodec, MAX_CACHED_FRAMES};
+        let video = |ts: u32, nal: u8| FrameData::Video {
+            timestamp: ts,
+            data: BytesMut::from(&[0, 0, 1, 0x60 | nal][..]),
+        };
+        let mut cache = GopCache::new(Some(VideoCodec::H264));
+        cache.push(&video(0, 5));
+        for i in 1..=MAX_CACHED_FRAMES as u32 {
+            cache.push(&video(i, 1));
+        }
+        assert!(
+            cache.frames().is_empty(),
+            "a cache past its limit is dropped"
+        );
+        cache.push(&video(1_000_000, 1));
+        assert!(
+            cache.frames().is_empty(),
+            "and keeps nothing until a key frame"
+        );
+        cache.push(&video(1_000_001, 5));
+        assert_eq!(cache.frames().len(), 1);
+    }
+
+    #[test]
+    fn key_frames_by_codec() {
+        use xrtsp::session::gop_cache::VideoCodec;
+        assert!(VideoCodec::H264.is_key_frame(&[0, 0, 0, 1, 0x65]));
+        assert!(VideoCodec::H264.is_key_frame(&[0, 0, 1, 0x25]));
+        assert!(!VideoCodec::H264.is_key_frame(&[0, 0, 0, 1, 0x41]));
+        assert!(!VideoCodec::H264.is_key_frame(&[0x65]), "no start code");
+        // H.265 IDR_W_RADL (19) and CRA (21) are key frames; TRAIL_R (1) is not.
+        assert!(VideoCodec::H265.is_key_frame(&[0, 0, 0, 1, 19 << 1, 1]));
+        assert!(VideoCodec::H265.is_key_frame(&[0, 0, 0, 1, 21 << 1, 1]));
+        assert!(!VideoCodec::H265.is_key_frame(&[0, 0, 0, 1, 1 << 1, 1]));
+        assert_eq!(
+            VideoCodec::from_encoding_name("h264"),
+            Some(VideoCodec::H264)
+        );
+        assert_eq!(VideoCodec::from_encoding_name("MP4A-LATM"), None);
     }
 
     #[test]

@@ -1,4 +1,5 @@
 pub mod client_session;
 pub mod define;
 pub mod errors;
+pub mod gop_cache;
 pub mod server_session;
