@@ -42,7 +42,6 @@ use crate::sdp::Sdp;
 
 use super::define;
 use super::define::rtsp_method_name;
-use super::gop_cache::{FrameFanOut, VideoCodec};
 use async_trait::async_trait;
 use bytesio::bytesio::TNetIO;
 use bytesio::bytesio::TcpIO;
@@ -84,8 +83,6 @@ pub struct RtspServerSession {
     pub stream_identifier: Option<StreamIdentifier>,
     pub is_normal_exit: bool,
     remote_addr: SocketAddr,
-    /// livedub patch: the stream hub's frame channel of a publication, kept open, unused.
-    hub_frame_sender: Option<streamhub::define::FrameDataSender>,
 }
 
 pub struct InterleavedBinaryData {
@@ -196,7 +193,6 @@ impl RtspServerSession {
             stream_identifier: None,
             is_normal_exit: false,
             remote_addr,
-            hub_frame_sender: None,
         }
     }
 
@@ -425,17 +421,17 @@ impl RtspServerSession {
             });
         }
 
-        // livedub patch: the hub's own frame channel stays open (its reading loop would spin
-        // on a closed one) but carries nothing: frames reach readers through the handler.
-        self.hub_frame_sender = event_result_receiver.await??.0;
+        let sender = event_result_receiver.await??.0.unwrap();
 
         for track in self.tracks.values_mut() {
-            let handler = Arc::clone(&self.stream_handler);
+            let sender_out = sender.clone();
             let mut rtp_channel_guard = track.rtp_channel.lock().await;
 
             rtp_channel_guard.on_frame_handler(Box::new(
                 move |msg: FrameData| -> Result<(), UnPackerError> {
-                    handler.publish_frame(msg);
+                    if let Err(err) = sender_out.send(msg) {
+                        log::error!("send frame error: {}", err);
+                    }
                     Ok(())
                 },
             ));
@@ -712,14 +708,10 @@ impl RtspServerSession {
                 identifier,
                 info: self.get_subscriber_info(),
             },
-            define::ServerSessionType::Push => {
-                // livedub patch: the readers' feeds end with the publication.
-                self.stream_handler.close();
-                StreamHubEvent::UnPublish {
-                    identifier,
-                    info: self.get_publisher_info(),
-                }
-            }
+            define::ServerSessionType::Push => StreamHubEvent::UnPublish {
+                identifier,
+                info: self.get_publisher_info(),
+            },
         };
 
         let event_json_str = serde_json::to_string(&event).unwrap();
@@ -858,39 +850,16 @@ impl RtspServerSession {
 #[derive(Default)]
 pub struct RtspStreamHandler {
     sdp: Mutex<Sdp>,
-    /// livedub patch: the publisher's frames reach every reader through this, not through the
-    /// stream hub's own fan-out, so that a joining reader gets the GOP cache and then the
-    /// live frames with no gap and no frame twice (see `gop_cache`).
-    frames: std::sync::Mutex<FrameFanOut>,
 }
 
 impl RtspStreamHandler {
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            sdp: Mutex::new(Sdp::default()),
+        }
     }
     pub async fn set_sdp(&self, sdp: Sdp) {
-        let codec = sdp
-            .medias
-            .iter()
-            .filter(|media| media.media_type == "video")
-            .find_map(|media| VideoCodec::from_encoding_name(&media.rtpmap.encoding_name));
-        self.fan_out().set_codec(codec);
         *self.sdp.lock().await = sdp;
-    }
-
-    /// livedub patch: a frame from the publisher, for the cache and every reader.
-    pub fn publish_frame(&self, frame: FrameData) {
-        self.fan_out().publish(frame);
-    }
-
-    /// livedub patch: the publisher has gone.
-    pub fn close(&self) {
-        self.fan_out().close();
-    }
-
-    fn fan_out(&self) -> std::sync::MutexGuard<'_, FrameFanOut> {
-        // A panic while holding the lock leaves plain data behind: keep going with it.
-        self.frames.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -909,10 +878,6 @@ impl TStreamHandler for RtspStreamHandler {
                 });
             }
         };
-        // livedub patch: every frame subscriber gets the live frames from `publish_frame`; a
-        // reader (RTSP play) first gets the frames since the last key frame.
-        let live_sender = sender.clone();
-        let with_cache = sub_type == SubscribeType::RtspPull;
         match sub_type {
             SubscribeType::RtspRemux2Rtmp => {
                 let sdp_info = self.sdp.lock().await;
@@ -988,7 +953,6 @@ impl TStreamHandler for RtspStreamHandler {
             SubscribeType::RtmpRemux2Hls => {}
             _ => {}
         }
-        self.fan_out().subscribe(live_sender, with_cache);
 
         Ok(())
     }
