@@ -144,17 +144,29 @@ pub fn input_uri(s: &str) -> Result<String, TargetError> {
 
 /// RTSP inputs get their own source (see [`rtsp_input`]).
 fn is_rtsp_uri(uri: &str) -> bool {
-    let scheme = uri.split("://").next().unwrap_or("").to_ascii_lowercase();
-    matches!(scheme.as_str(), "rtsp" | "rtsps" | "rtspt")
+    RTSP_SCHEMES.contains(&uri_scheme(uri).as_str())
+}
+
+/// The URI schemes rtspsrc reads.
+const RTSP_SCHEMES: [&str; 3] = ["rtsp", "rtsps", "rtspt"];
+/// Live sources beyond those the control API takes (`policy::LIVE_INPUT_SCHEMES`): raw
+/// RTP/UDP, which the command line may read.
+const OTHER_LIVE_SCHEMES: [&str; 2] = ["udp", "rtp"];
+
+/// A URI's scheme, lower-cased; empty when it has none (a plain path).
+fn uri_scheme(uri: &str) -> String {
+    uri.split_once("://")
+        .map(|(scheme, _)| scheme.to_ascii_lowercase())
+        .unwrap_or_default()
 }
 
 /// Live inputs are paced by their source; everything else is paced by `clocksync`.
 pub fn is_live_uri(uri: &str) -> bool {
-    let scheme = uri.split("://").next().unwrap_or("").to_ascii_lowercase();
-    matches!(
-        scheme.as_str(),
-        "rtsp" | "rtsps" | "rtspt" | "rtmp" | "rtmps" | "srt" | "udp" | "rtp"
-    )
+    let scheme = uri_scheme(uri);
+    crate::policy::LIVE_INPUT_SCHEMES
+        .iter()
+        .chain(&OTHER_LIVE_SCHEMES)
+        .any(|live| *live == scheme)
 }
 
 /// Errors building or linking the graph.
@@ -985,6 +997,17 @@ mod tests {
         assert!(is_live_uri("RTMP://h/live/a"));
         assert!(!is_live_uri("file:///tmp/a.mp4"));
         assert!(!is_live_uri("https://example.org/a.mp4"));
+        assert!(!is_live_uri("/tmp/rtsp.mp4"), "a path has no scheme");
+    }
+
+    #[test]
+    fn rtsp_inputs_are_told_apart_by_scheme() {
+        assert!(is_rtsp_uri("rtsp://h:8554/live/a/in"));
+        assert!(is_rtsp_uri("RTSPS://h/live/a/in"));
+        assert!(is_rtsp_uri("rtspt://h/live/a/in"));
+        assert!(!is_rtsp_uri("rtmp://h/live/a"));
+        assert!(!is_rtsp_uri("file:///tmp/rtsp://a.mp4"));
+        assert_eq!(uri_scheme("/tmp/a.mp4"), "");
     }
 
     #[test]
