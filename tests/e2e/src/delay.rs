@@ -127,6 +127,57 @@ pub struct Measured {
     pub lost_start_s: f64,
 }
 
+/// A delay measured from the publisher's spawn, and how long its start-up may have taken
+/// (until the media server listed the input): its `-re` clock started somewhere in
+/// between, so the true delay lies in `from_spawn_s - start_up_s ..= from_spawn_s`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bracket {
+    /// Delay (s) counted from the publisher's spawn: the most it can be.
+    pub from_spawn_s: f64,
+    /// Spawn to the input listed (s): what the publisher's start-up may have taken.
+    pub start_up_s: f64,
+}
+
+impl Bracket {
+    /// The least the delay can be (s).
+    pub fn least_s(&self) -> f64 {
+        self.from_spawn_s - self.start_up_s
+    }
+}
+
+impl std::fmt::Display for Bracket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.3} s (counted from the publisher's spawn; {:.3} s after its {:.0} ms start-up)",
+            self.from_spawn_s,
+            self.least_s(),
+            self.start_up_s * 1000.0
+        )
+    }
+}
+
+/// Judges a [`Bracket`]: late only when even its least delay is later than allowed, early
+/// only when even its most is earlier (a publisher slow to start, on a loaded machine,
+/// makes neither).
+pub fn judge_bracket(b: Bracket, promised_ms: u64) -> Result<(), String> {
+    let late_ms = b.least_s() * 1000.0 - promised_ms as f64;
+    if late_ms > LATE_TOLERANCE_MS {
+        return judge(b.least_s(), promised_ms).map_err(|e| {
+            format!(
+                "{e}; counted from the publisher's start-up ({:.0} ms after its spawn)",
+                b.start_up_s * 1000.0
+            )
+        });
+    }
+    let early_ms = b.from_spawn_s * 1000.0 - promised_ms as f64;
+    if early_ms < -EARLY_TOLERANCE_MS {
+        return judge(b.from_spawn_s, promised_ms)
+            .map_err(|e| format!("{e}; counted from the publisher's spawn"));
+    }
+    Ok(())
+}
+
 /// Checks a measured delay against the promised one; the error says by how much it missed.
 pub fn judge(measured_s: f64, promised_ms: u64) -> Result<(), String> {
     let off_ms = measured_s * 1000.0 - promised_ms as f64;
@@ -203,5 +254,28 @@ mod tests {
         // The edges of the tolerance.
         assert!(judge(8.86, 9000).is_ok() && judge(9.74, 9000).is_ok());
         assert!(judge(8.84, 9000).is_err() && judge(9.76, 9000).is_err());
+    }
+
+    #[test]
+    fn a_bracket_is_late_or_early_only_when_all_of_it_is() {
+        let b = |from_spawn_s, start_up_s| Bracket {
+            from_spawn_s,
+            start_up_s,
+        };
+        // Seen in CI on a loaded machine: +895 ms from the spawn; a publisher that took
+        // 0.6 s to start leaves +295 ms.
+        assert!(judge_bracket(b(8.895, 0.6), 8000).is_ok());
+        // Late however long the start-up: +800 ms after it.
+        let e = judge_bracket(b(9.4, 0.6), 8000).unwrap_err();
+        assert!(
+            e.contains("+800 ms") && e.contains("600 ms after its spawn"),
+            "{e}"
+        );
+        // Early even counted from the spawn.
+        let e = judge_bracket(b(7.8, 0.05), 8000).unwrap_err();
+        assert!(e.contains("-200 ms"), "{e}");
+        // Without a start-up the bracket is the plain judgement.
+        assert!(judge_bracket(b(8.76, 0.0), 8000).is_err());
+        assert!(judge_bracket(b(8.74, 0.0), 8000).is_ok());
     }
 }

@@ -40,13 +40,35 @@ impl MediaServerAddr {
 
     /// Whether the media server lists `live/<name>/out` (someone publishes it).
     pub fn lists_output(&self, name: &str) -> bool {
+        self.lists(&format!("live/{name}/out"))
+    }
+
+    /// Whether the media server lists `live/<name>/in` (a publisher sends it).
+    pub fn lists_input(&self, name: &str) -> bool {
+        self.lists(&format!("live/{name}/in"))
+    }
+
+    fn lists(&self, path: &str) -> bool {
         crate::http::get(
             &self.host,
             self.api_port,
             "/v3/paths/list",
             Duration::from_secs(2),
         )
-        .is_ok_and(|r| r.status == 200 && r.body.contains(&format!("\"live/{name}/out\"")))
+        .is_ok_and(|r| r.status == 200 && r.body.contains(&format!("\"{path}\"")))
+    }
+
+    /// Polls until the media server lists `live/<name>/in`; when it did, or `None` after
+    /// `within`. A publisher's clock (`-re`) starts between its spawn and this moment.
+    pub fn wait_input_listed(&self, name: &str, within: Duration) -> Option<Instant> {
+        let t = Instant::now();
+        while t.elapsed() < within {
+            if self.lists_input(name) {
+                return Some(Instant::now());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 }
 

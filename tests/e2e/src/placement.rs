@@ -27,6 +27,10 @@ pub const DUB_SCORE: f64 = 0.5;
 pub const ANCHOR_SCORE: f64 = 0.3;
 /// A dub is searched this far (s) around where it belongs.
 pub const DUB_SEARCH_S: f64 = 1.0;
+/// A dubbed fragment's original (its anchor) is searched this far (s) around where the
+/// run's mapping puts it: the mapping is right to a few ms, and a quarter second is far
+/// from any other match of the same words.
+pub const ANCHOR_SEARCH_S: f64 = 0.25;
 /// Level (absolute sample value, -45 dBFS) from which a dub sample is voice.
 const VOICE_LEVEL: f32 = 0.0056;
 
@@ -129,7 +133,8 @@ pub struct FragmentAudio {
 pub struct Placed {
     /// Sequence number.
     pub sequence: u64,
-    /// Where its original audio was found (searched over the whole output).
+    /// Where its original audio was found: searched over the whole output for a fragment
+    /// that fell back, within [`ANCHOR_SEARCH_S`] of the run's mapping for a dubbed one.
     pub original: Option<Found>,
     /// Where it belongs in the output (s): its original's position when that was found
     /// with confidence, else the run's mapping.
@@ -291,7 +296,21 @@ fn judge_fragment(
         placed.problems = problems;
         return placed;
     };
-    let expected = match original {
+    // The anchor is the original where the mapping puts it, not the best match over the
+    // whole output: ducked under its dub the original scores 0.2-0.5, and the same words
+    // at full level elsewhere (a fragment before it that fell back; a repeated phrase) can
+    // score higher (seen in CI: 0.39 four seconds early, where the dub is not).
+    let anchor = match by_mapping {
+        Some(e) => locate(
+            output,
+            &f.original,
+            e - ANCHOR_SEARCH_S,
+            e + ANCHOR_SEARCH_S,
+        ),
+        None => original,
+    };
+    placed.original = anchor;
+    let expected = match anchor {
         Some(o) if o.score >= ANCHOR_SCORE => Some(o.at_s),
         _ => by_mapping,
     };
@@ -507,6 +526,33 @@ mod tests {
         let dubs = [None, frags[2].dubbed.as_ref(), frags[1].dubbed.as_ref()];
         let r = place(&mix(&frags, &dubs, 0.0), &frags, 40.0);
         assert_eq!(r.problems().len(), 2, "{:?}", r.problems());
+    }
+
+    #[test]
+    fn a_repeated_phrase_does_not_move_a_dubbed_fragment_s_anchor() {
+        // Fragment 0 (fell back, full level) says what fragment 2 says, ducked under its
+        // dub: the best match of fragment 2's original over the whole output is fragment
+        // 0's span, 4 s early, where fragment 2's dub is not.
+        let mut frags = fragments();
+        frags[0].original = frags[2].original.clone();
+        let dubs: Vec<Option<&Vec<f32>>> = frags.iter().map(|f| f.dubbed.as_ref()).collect();
+        let out = mix(&frags, &dubs, 0.0);
+        let whole = out.len() as f64 / RATE as f64;
+        let global = locate(&out, &frags[2].original, 0.0, whole).unwrap();
+        assert!((global.at_s - 0.5).abs() < 0.01, "{global:?}");
+        let r = place(&out, &frags, 40.0);
+        assert!(r.problems().is_empty(), "{:?}", r.problems());
+        let expected = r.fragments[2].expected_s.unwrap();
+        assert!((expected - 4.5).abs() < 0.001, "{:?}", r.fragments[2]);
+        // Still judged: the same output with fragment 2's dub 100 ms late is rejected.
+        let late = mix(&frags, &dubs, 0.1);
+        let problems = place(&late, &frags, 40.0).problems();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("fragment 2") && p.contains("+100.0 ms")),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -272,6 +272,10 @@ struct LiveOutput {
     segments: Vec<RecordedSegment>,
     /// When the publisher started, on the segments' clock (s).
     published_at_s: f64,
+    /// When the media server first listed the input, on the same clock (s): the
+    /// publisher's start-up (its clock starts in between) is at most this minus
+    /// `published_at_s`.
+    listed_at_s: f64,
 }
 
 impl StreamRun {
@@ -450,6 +454,14 @@ async fn run_stream(pair: &PairInfo, name: &str, opts: RunOptions) -> anyhow::Re
     eprintln!("[e2e] publishing {name} to the {} pair", pair.label);
     let mut publisher = Publisher::start(&pair.server, name, &fixture, &publish_log)?;
     let publish_started = publisher.started();
+    // When the media server listed the input: the publisher's clock started before it, so
+    // the delay measured from the spawn and from here bracket the true one.
+    let listed = opts.live.then(|| {
+        let (server, name) = (pair.server.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || {
+            server.wait_input_listed(&name, Duration::from_secs(15))
+        })
+    });
     let length = opts.seconds.map_or(FIXTURE_S, f64::from) + f64::from(lead + TAIL_S);
     let done = tokio::task::spawn_blocking({
         let wait = Duration::from_secs_f64(length + 20.0);
@@ -493,11 +505,19 @@ async fn run_stream(pair: &PairInfo, name: &str, opts: RunOptions) -> anyhow::Re
             let published_at_s = publish_started
                 .saturating_duration_since(epoch)
                 .as_secs_f64();
+            let listed_at = match listed {
+                Some(task) => task.await?,
+                None => None,
+            };
+            let listed_at_s = listed_at
+                .map(|t| t.saturating_duration_since(epoch).as_secs_f64())
+                .ok_or_else(|| anyhow!("{name}: the media server never listed the input"))?;
             output_latency_s = Some(first.connected_s - published_at_s);
             let path = first.path.clone();
             live = Some(LiveOutput {
                 segments,
                 published_at_s,
+                listed_at_s,
             });
             path
         }
@@ -975,8 +995,9 @@ fn check_placement(pair: &PairInfo, run: &StreamRun) -> anyhow::Result<Placement
     Ok(report)
 }
 
-/// The glass-to-glass delay of a live-recorded run (s), see [`delay::measure`].
-fn measure_delay(run: &StreamRun) -> anyhow::Result<f64> {
+/// The glass-to-glass delay of a live-recorded run, see [`delay::measure`]: measured from
+/// the publisher's spawn, with the start-up that may hold (see [`delay::Bracket`]).
+fn measure_delay(run: &StreamRun) -> anyhow::Result<delay::Bracket> {
     let live = run
         .live
         .as_ref()
@@ -992,7 +1013,10 @@ fn measure_delay(run: &StreamRun) -> anyhow::Result<f64> {
         "[e2e] {}: the output starts {:.2} s into the published audio",
         run.name, m.lost_start_s
     );
-    Ok(m.delay_s)
+    Ok(delay::Bracket {
+        from_spawn_s: m.delay_s,
+        start_up_s: (live.listed_at_s - live.published_at_s).max(0.0),
+    })
 }
 
 /// The marks' A/V offsets in a run's output, judged against [`SYNC_BUDGET_MS`] (every
@@ -1639,11 +1663,11 @@ async fn test_output_av_sync_within_120ms() -> anyhow::Result<()> {
     for g in gauges {
         ensure!(g.abs() < SYNC_BUDGET_MS, "worker_av_sync_delta_ms = {g}");
     }
-    let delay_s = measure_delay(&run)?;
+    let delay = measure_delay(&run)?;
     eprintln!(
-        "[e2e] {name}: glass-to-glass delay {delay_s:.3} s (OUTPUT_DELAY_MS {MAIN_OUTPUT_DELAY_MS}, derived default)"
+        "[e2e] {name}: glass-to-glass delay {delay} (OUTPUT_DELAY_MS {MAIN_OUTPUT_DELAY_MS}, derived default)"
     );
-    delay::judge(delay_s, MAIN_OUTPUT_DELAY_MS).map_err(|e| anyhow!("{name}: {e}"))?;
+    delay::judge_bracket(delay, MAIN_OUTPUT_DELAY_MS).map_err(|e| anyhow!("{name}: {e}"))?;
     check_placement(&pair, &run)?;
     Ok(())
 }
@@ -1970,11 +1994,11 @@ async fn test_fallback_when_sts_slower_than_deadline() -> anyhow::Result<()> {
     // video by content; the delay is the slow pair's overridden OUTPUT_DELAY_MS.
     check_placement(&pair, &run)?;
     check_marks(&run, MIN_SYNC_MARKS)?;
-    let delay_s = measure_delay(&run)?;
+    let delay = measure_delay(&run)?;
     eprintln!(
-        "[e2e] {name}: glass-to-glass delay {delay_s:.3} s (OUTPUT_DELAY_MS={SLOW_OUTPUT_DELAY_MS}, overridden)"
+        "[e2e] {name}: glass-to-glass delay {delay} (OUTPUT_DELAY_MS={SLOW_OUTPUT_DELAY_MS}, overridden)"
     );
-    delay::judge(delay_s, SLOW_OUTPUT_DELAY_MS).map_err(|e| anyhow!("{name}: {e}"))?;
+    delay::judge_bracket(delay, SLOW_OUTPUT_DELAY_MS).map_err(|e| anyhow!("{name}: {e}"))?;
     let fallback = run.metric("fallback");
     ensure!(
         fallback >= 5.0,
