@@ -3,8 +3,9 @@
 //! fragment boundaries line up: the worst case; or staggered over one fragment), through
 //! the real STS and the media-service with their defaults (native backend); for each N it
 //! measures fragments dubbed / total, the STS's time per fragment (p50 / p95 / max, from
-//! `fragment:processed`), the glass-to-glass delay of every output ([`crate::delay`]) and
-//! the CPU and largest RSS of both services.
+//! `fragment:processed`), the glass-to-glass delay of every output ([`crate::delay`],
+//! counted from when the media server listed the input, i.e. without the publisher's own
+//! start-up) and the CPU and largest RSS of both services.
 //!
 //! A benchmark, not a test: it prints figures and judges nothing.
 
@@ -123,6 +124,9 @@ pub struct StreamFigures {
     /// Glass-to-glass delay of its output and the published seconds its output lacks at
     /// the start, or why they could not be measured.
     pub delay: Result<delay::Measured, String>,
+    /// Its publisher's spawn to the media server listing the input (s), from which the
+    /// delay counts; `None` when it was never listed (the delay then counts from the spawn).
+    pub start_up_s: Option<f64>,
     /// What the STS heard, every fragment's transcript in order (`fragments.jsonl`).
     pub heard: String,
     /// Lengths of its fragments (ms), in order.
@@ -254,14 +258,16 @@ impl RoundFigures {
             let (errors, ref_words) = s.word_errors();
             let _ = writeln!(
                 out,
-                "  {}: {:?}; {errors} word errors in {ref_words} (heard: {:?}); delay {}",
+                "  {}: {:?}; {errors} word errors in {ref_words} (heard: {:?}); delay {}; publisher start-up {}",
                 s.name,
                 s.statuses,
                 s.heard,
                 match &s.delay {
                     Ok(d) => format!("{:.3} s, start lost {:.2} s", d.delay_s, d.lost_start_s),
                     Err(e) => format!("not measured ({e})"),
-                }
+                },
+                s.start_up_s
+                    .map_or("not seen (delay from the spawn)".to_string(), |t| format!("{:.0} ms", t * 1000.0))
             );
         }
         out
@@ -393,6 +399,13 @@ pub async fn run_round(
                 .started()
                 .saturating_duration_since(epoch)
                 .as_secs_f64();
+            // The input's wall-clock time in is when the media server has it: ffmpeg's
+            // `-re` clock starts after its spawn (exec, probing: ~0.2 s on 2 cores) and
+            // before the media server lists the input, so the delay counts from the listing.
+            let listed = tokio::task::spawn_blocking({
+                let (server, name) = (server.clone(), name.clone());
+                move || server.wait_input_listed(&name, Duration::from_secs(15))
+            });
             let ok = tokio::task::spawn_blocking(move || {
                 publisher.wait(Duration::from_secs(u64::from(seconds) + 30))
             })
@@ -426,8 +439,12 @@ pub async fn run_round(
                 }
             }
             fragments.sort_by_key(|f| f.0);
+            let start_up_s = listed
+                .await?
+                .map(|t| t.saturating_duration_since(epoch).as_secs_f64() - published_at_s);
+            let in_at_s = published_at_s + start_up_s.unwrap_or(0.0);
             let delay = match segs.as_slice() {
-                [one] => delay::measure(one, &source, published_at_s).map_err(|e| e.to_string()),
+                [one] => delay::measure(one, &source, in_at_s).map_err(|e| e.to_string()),
                 [] => Err("no output recorded".to_string()),
                 more => Err(format!("output interrupted ({} connections)", more.len())),
             };
@@ -439,6 +456,7 @@ pub async fn run_round(
                     .filter_map(|p| p["processing_time_ms"].as_f64())
                     .collect(),
                 delay,
+                start_up_s,
                 heard: fragments
                     .iter()
                     .map(|f| f.1.as_str())
@@ -516,6 +534,7 @@ mod tests {
             }),
             heard: "The north wind and the son were".into(),
             fragment_ms: vec![4000.0, 2500.0, 1200.0],
+            start_up_s: Some(0.2),
         };
         let r = RoundFigures {
             round: Round {

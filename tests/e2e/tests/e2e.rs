@@ -2850,12 +2850,17 @@ fn test_number_reader() -> anyhow::Result<()> {
 // Harness
 // ---------------------------------------------------------------------------------------
 
-/// Two real-STS streams at once on both backends (the STS batches ASR and its crate is
+/// Two real-STS streams at once natively (the STS batches ASR and its crate is
 /// optimised: a fragment's ASR 0.25 s alone). Natively the suite took 415 s with two
 /// against 570 s with one slot and the earlier STS; with compose 265 s with two against
 /// 398 s with one (2026-12-06, every fragment of every test dubbed in both). Before the
 /// batching, two at once pushed ASR to p90 5 s / max 10 s per fragment.
 const DEFAULT_STREAM_SLOTS: u32 = 2;
+/// One on the compose backend: on a slower 2-core machine (AMD EPYC, 2026-12-07) two
+/// streams at once beside the four compositions' containers took the STS's ASR from
+/// 0.5 s per fragment (alone in compose, and natively with two) to p50 0.9-1.4 s, p90
+/// 2.8 s, max 7.6 s, and two of three fresh-clone runs had speech fragments time out.
+const DEFAULT_COMPOSE_STREAM_SLOTS: u32 = 1;
 
 /// Runs `fut`, which publishes `n` streams, once that fits in the `E2E_STREAM_SLOTS`
 /// budget. With one slot every stream test runs alone (the concurrency test's two streams
@@ -3057,7 +3062,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|&n| n >= 1)
-        .unwrap_or(DEFAULT_STREAM_SLOTS);
+        .unwrap_or(match settings.backend {
+            BackendKind::Compose => DEFAULT_COMPOSE_STREAM_SLOTS,
+            _ => DEFAULT_STREAM_SLOTS,
+        });
     eprintln!(
         "[e2e] run {} on the {} backend{}; logs in {} ({} concurrent test streams)",
         settings.run_id,
