@@ -22,7 +22,6 @@ use anyhow::{bail, ensure, Context};
 use serde_json::Value;
 
 use crate::analyzer::{median, SyncMarks};
-use crate::http;
 use crate::media::{LiveRecorder, Publisher, RecordedSegment};
 use crate::process::ProcStats;
 use crate::stack::{Pair, PairSpec, Ports, Side};
@@ -657,25 +656,7 @@ pub fn run(
     let publish_log = log_dir.join(format!("{name}-publisher.log"));
     let publish =
         |offset: Duration| Publisher::start_at(&server, name, source, &publish_log, offset);
-    let input_listed = || {
-        http::get(
-            &server.host,
-            server.api_port,
-            "/v3/paths/list",
-            Duration::from_secs(2),
-        )
-        .is_ok_and(|r| r.body.contains(&format!("\"live/{name}/in\"")))
-    };
-    let wait_listed = |within: Duration| {
-        let t = Instant::now();
-        while t.elapsed() < within {
-            if input_listed() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
-    };
+    let wait_listed = |within: Duration| server.wait_input_listed(name, within).is_some();
     let say = |text: &str| {
         let s = epoch.elapsed().as_secs();
         eprintln!("[soak] {:02}:{:02} {text}", s / 60, s % 60);
