@@ -115,8 +115,15 @@ impl Container {
         format!("{}@{}", &self.id[..12.min(self.id.len())], self.started_at)
     }
 
-    fn is_up(&self) -> bool {
-        self.status == "running" && (self.health.is_empty() || self.health == "healthy")
+    /// Running, and ready: healthy by the engine's healthcheck (or without one), or still
+    /// `starting` there while `answers` says the service answers its health endpoint.
+    fn is_ready(&self, answers: impl Fn(&str) -> bool) -> bool {
+        self.status == "running"
+            && match self.health.as_str() {
+                "" | "healthy" => true,
+                "starting" => answers(&self.service),
+                _ => false,
+            }
     }
 }
 
@@ -201,15 +208,28 @@ impl Project {
         Ok(c.clone())
     }
 
-    /// `up -d`, then waits until every service's container runs and is healthy.
-    pub fn up(&self, env: &[(String, String)], timeout: Duration) -> anyhow::Result<()> {
+    /// `up -d`, then waits until every service's container runs and is ready (see
+    /// [`wait_ready`](Self::wait_ready)).
+    pub fn up(
+        &self,
+        env: &[(String, String)],
+        timeout: Duration,
+        answers: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<()> {
         self.run(env, &["up", "-d"])?;
-        self.wait_healthy(timeout)
+        self.wait_ready(timeout, answers)
     }
 
-    /// Waits until each declared service has a running, healthy container; fails at once
-    /// when one exits or turns unhealthy.
-    pub fn wait_healthy(&self, timeout: Duration) -> anyhow::Result<()> {
+    /// Waits until each declared service has a running container that is healthy, or
+    /// whose first healthcheck is still to come while `answers(service)` says it answers
+    /// its health endpoint from outside (the suite's own probe through the published port:
+    /// the engine's healthchecks run every 10 s, not often enough to wait on, see the
+    /// compose files). Fails at once when a container exits or turns unhealthy.
+    pub fn wait_ready(
+        &self,
+        timeout: Duration,
+        answers: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<()> {
         let services = self.services()?;
         let started = Instant::now();
         loop {
@@ -231,9 +251,11 @@ impl Project {
                     dead.exit_code
                 );
             }
-            let up = services
-                .iter()
-                .all(|s| containers.iter().any(|c| &c.service == s && c.is_up()));
+            let up = services.iter().all(|s| {
+                containers
+                    .iter()
+                    .any(|c| &c.service == s && c.is_ready(&answers))
+            });
             if up {
                 return Ok(());
             }
@@ -480,16 +502,38 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.service, "sts-service");
-        assert!(c.is_up());
+        let never = |_: &str| false;
+        let always = |_: &str| true;
+        assert!(c.is_ready(never), "healthy is ready without a probe");
         assert_eq!(c.identity(), "abcdef012345@2026-12-02T05:00:00.1Z");
         let stopped =
             parse_container("abcdef0123456789|mediamtx|exited||2026-12-02T05:00:00Z|0|137")
                 .unwrap();
-        assert!(!stopped.is_up());
+        assert!(
+            !stopped.is_ready(always),
+            "an exited container is never ready"
+        );
         assert_eq!(stopped.exit_code, 137);
         let starting =
             parse_container("abcdef0123456789|media-service|running|starting|t|0|0").unwrap();
-        assert!(!starting.is_up(), "a container still starting is not up");
+        assert!(
+            !starting.is_ready(never),
+            "starting and not answering is not ready"
+        );
+        assert!(
+            starting.is_ready(|s: &str| s == "media-service"),
+            "starting but answering its own health endpoint is ready"
+        );
+        assert!(
+            !starting.is_ready(|s: &str| s == "sts-service"),
+            "another service's answer does not count"
+        );
+        let unhealthy =
+            parse_container("abcdef0123456789|sts-service|running|unhealthy|t|0|0").unwrap();
+        assert!(
+            !unhealthy.is_ready(always),
+            "unhealthy is not ready even when a probe answers"
+        );
         assert!(parse_container("too|few").is_err());
     }
 

@@ -263,9 +263,49 @@ pub fn validate_compose_file(path: &Path) -> Result<Option<&'static str>, Contra
     Ok(None)
 }
 
+/// A Compose duration (`2s`, `1m30s`, `500ms`, `1h`) in milliseconds; `None` for anything
+/// else (a bare number, an unknown unit, a negative or empty value).
+pub fn compose_duration_ms(text: &str) -> Option<u64> {
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0u64;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        let value: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let per_unit = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return None,
+        };
+        total = total.checked_add(value.checked_mul(per_unit)?)?;
+        rest = &rest[unit_len..];
+    }
+    Some(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compose_durations_read_and_reject_garbage() {
+        assert_eq!(compose_duration_ms("2s"), Some(2_000));
+        assert_eq!(compose_duration_ms("10s"), Some(10_000));
+        assert_eq!(compose_duration_ms("1m30s"), Some(90_000));
+        assert_eq!(compose_duration_ms("500ms"), Some(500));
+        assert_eq!(compose_duration_ms("1h"), Some(3_600_000));
+        for bad in ["", "10", "s", "-2s", "2 s", "2d", "1.5s"] {
+            assert_eq!(compose_duration_ms(bad), None, "{bad:?}");
+        }
+    }
 
     fn tmp(name: &str, text: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("e2e-contract-{}", std::process::id()));

@@ -793,7 +793,16 @@ impl Pair {
             Side::Sts => STS_HEALTH_TIMEOUT,
             Side::Media => MEDIA_HEALTH_TIMEOUT,
         };
-        if let Err(e) = project.up(&env, timeout) {
+        let (host, ports) = (self.settings.host.clone(), self.spec.ports);
+        // The suite's own probe of each service's /health through its published port; the
+        // media server is left to the engine's healthcheck, which media-service's
+        // `depends_on: service_healthy` waits on anyway.
+        let answers = move |service: &str| match service {
+            "sts-service" => http::is_ok(&host, ports.sts, "/health"),
+            "media-service" => http::is_ok(&host, ports.media, "/health"),
+            _ => false,
+        };
+        if let Err(e) = project.up(&env, timeout, answers) {
             self.dump_logs();
             bail!(
                 "starting {} {} ({}): {e:#}\n{}",
