@@ -193,6 +193,14 @@ impl Side {
             Side::Media => "media",
         }
     }
+
+    /// The side's service: its binary, its `apps/` folder and its compose service.
+    pub fn service(self) -> &'static str {
+        match self {
+            Side::Sts => "sts-service",
+            Side::Media => "media-service",
+        }
+    }
 }
 
 /// Suite-wide settings (from `E2E_*` variables).
@@ -383,13 +391,9 @@ impl Settings {
 
     /// The compose file of a side.
     pub fn compose_file(&self, side: Side) -> PathBuf {
-        let app = match side {
-            Side::Sts => "sts-service",
-            Side::Media => "media-service",
-        };
         self.repo_root
             .join("apps")
-            .join(app)
+            .join(side.service())
             .join("docker-compose.e2e.yml")
     }
 }
@@ -496,6 +500,8 @@ const COMPOSE_IMAGES: [(&str, &str); 3] = [
 
 const STS_HEALTH_TIMEOUT: Duration = Duration::from_secs(120);
 const MEDIA_HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
+/// The media server's readiness endpoint (MediaMTX's API; xiu-lite serves the same).
+const MEDIA_SERVER_PROBE: &str = "/v3/paths/list";
 
 impl Pair {
     /// Starts both sides (STS first, as the media-service connects to it).
@@ -670,7 +676,7 @@ impl Pair {
                 let mut cmd = Command::new(&self.settings.sts_bin);
                 cmd.envs(self.sts_env());
                 self.native.sts = Some(self.spawn_healthy(
-                    "sts-service",
+                    Side::Sts.service(),
                     cmd,
                     STS_HEALTH_TIMEOUT,
                     || http::is_ok(&host, p.sts, "/health"),
@@ -682,7 +688,7 @@ impl Pair {
                 let mut cmd = Command::new(&self.settings.media_bin);
                 cmd.envs(self.media_env());
                 self.native.media = Some(self.spawn_healthy(
-                    "media-service",
+                    Side::Media.service(),
                     cmd,
                     MEDIA_HEALTH_TIMEOUT,
                     || http::is_ok(&host, p.media, "/health"),
@@ -719,7 +725,7 @@ impl Pair {
             "media-server",
             cmd,
             Duration::from_secs(20),
-            || http::is_ok(&host, p.api, "/v3/paths/list"),
+            || http::is_ok(&host, p.api, MEDIA_SERVER_PROBE),
         )?);
         Ok(())
     }
@@ -739,7 +745,7 @@ impl Pair {
                 self.project(Side::Media)?
                     .run(&[], &["restart", "-t", "5", "mediamtx"])?;
                 let (host, api) = (self.settings.host.clone(), self.spec.ports.api);
-                if !http::ok_within(&host, api, "/v3/paths/list", Duration::from_secs(20)) {
+                if !http::ok_within(&host, api, MEDIA_SERVER_PROBE, Duration::from_secs(20)) {
                     bail!("media server API not answering 20 s after its restart");
                 }
                 Ok(())
@@ -759,7 +765,7 @@ impl Pair {
             }
             BackendKind::Compose => {
                 self.project(Side::Sts)?
-                    .run(&[], &["kill", "-s", "SIGKILL", "sts-service"])?;
+                    .run(&[], &["kill", "-s", "SIGKILL", Side::Sts.service()])?;
             }
         }
         Ok(())
@@ -794,12 +800,12 @@ impl Pair {
             Side::Media => MEDIA_HEALTH_TIMEOUT,
         };
         let (host, ports) = (self.settings.host.clone(), self.spec.ports);
-        // The suite's own probe of each service's /health through its published port; the
-        // media server is left to the engine's healthcheck, which media-service's
-        // `depends_on: service_healthy` waits on anyway.
+        // The suite's own probe of each container through its published port, the same
+        // endpoints the native start waits on (the engine's healthchecks run every 10 s).
         let answers = move |service: &str| match service {
             "sts-service" => http::is_ok(&host, ports.sts, "/health"),
             "media-service" => http::is_ok(&host, ports.media, "/health"),
+            "mediamtx" => http::is_ok(&host, ports.api, MEDIA_SERVER_PROBE),
             _ => false,
         };
         if let Err(e) = project.up(&env, timeout, answers) {
@@ -886,13 +892,7 @@ impl Pair {
                 }
                 Ok(format!("pid {}", proc.pid()))
             }
-            BackendKind::Compose => {
-                let service = match side {
-                    Side::Sts => "sts-service",
-                    Side::Media => "media-service",
-                };
-                Ok(self.project(side)?.running(service)?.identity())
-            }
+            BackendKind::Compose => Ok(self.project(side)?.running(side.service())?.identity()),
         }
     }
 
@@ -933,10 +933,7 @@ impl Pair {
                 for (k, v) in env {
                     c.arg("-e").arg(format!("{k}={v}"));
                 }
-                c.arg(match side {
-                    Side::Sts => "sts-service",
-                    Side::Media => "media-service",
-                });
+                c.arg(side.service());
                 c.args(args);
                 c
             }
@@ -1110,10 +1107,7 @@ fn media_log_filter(level: &str) -> String {
 /// Fails when a variable the suite sets for a side would not reach its service: every
 /// variable must be named in the service's `environment:` or interpolated by the file.
 fn check_forwarded(project: &Project, side: Side, env: &[(String, String)]) -> anyhow::Result<()> {
-    let service = match side {
-        Side::Sts => "sts-service",
-        Side::Media => "media-service",
-    };
+    let service = side.service();
     let named = crate::contract::compose_environment(&project.file, service)?;
     let interpolated = crate::contract::compose_interpolations(&project.file)?;
     let dropped: Vec<&str> = env
