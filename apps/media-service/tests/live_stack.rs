@@ -61,9 +61,12 @@ fn start_stack_with(echo_delay_ms: u64, discovery: bool, env: &[(&str, &str)]) -
     wait_until(Duration::from_secs(20), "xiu-lite API", || {
         http_get(api, "/v3/paths/list").is_some_and(|(c, _)| c == 200)
     });
-    wait_until(Duration::from_secs(30), "sts-service /health", || {
-        http_get(sts_port, "/health").is_some_and(|(c, _)| c == 200)
-    });
+    common::wait_until_explained(
+        Duration::from_secs(30),
+        &format!("sts-service /health on port {sts_port}"),
+        || http_get(sts_port, "/health").is_some_and(|(c, _)| c == 200),
+        || format!("sts-service log:\n{}", sts.log_text()),
+    );
     let ms = Proc::spawn(
         "media-service",
         Command::new(common::media_bin())
