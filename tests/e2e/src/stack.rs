@@ -161,6 +161,18 @@ impl Ports {
         ]
     }
 
+    /// Whether a pair's `service` (its compose service name) answers its readiness
+    /// endpoint on `host`: the services their `/health`, the media server its API.
+    fn answers(&self, host: &str, service: &str) -> bool {
+        let (port, path) = match service {
+            "sts-service" => (self.sts, "/health"),
+            "media-service" => (self.media, "/health"),
+            MEDIA_SERVER_SERVICE => (self.api, MEDIA_SERVER_PROBE),
+            _ => return false,
+        };
+        http::is_ok(host, port, path)
+    }
+
     /// Fails with a message naming the variable when a port is already taken.
     pub fn ensure_free(&self, host: &str) -> anyhow::Result<()> {
         for (what, port) in self.named() {
@@ -502,6 +514,8 @@ const STS_HEALTH_TIMEOUT: Duration = Duration::from_secs(120);
 const MEDIA_HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
 /// The media server's readiness endpoint (MediaMTX's API; xiu-lite serves the same).
 const MEDIA_SERVER_PROBE: &str = "/v3/paths/list";
+/// The media server's service in the media-service compose file.
+const MEDIA_SERVER_SERVICE: &str = "mediamtx";
 
 impl Pair {
     /// Starts both sides (STS first, as the media-service connects to it).
@@ -679,7 +693,7 @@ impl Pair {
                     Side::Sts.service(),
                     cmd,
                     STS_HEALTH_TIMEOUT,
-                    || http::is_ok(&host, p.sts, "/health"),
+                    || p.answers(&host, Side::Sts.service()),
                 )?);
             }
             Side::Media => {
@@ -691,7 +705,7 @@ impl Pair {
                     Side::Media.service(),
                     cmd,
                     MEDIA_HEALTH_TIMEOUT,
-                    || http::is_ok(&host, p.media, "/health"),
+                    || p.answers(&host, Side::Media.service()),
                 )?);
             }
         }
@@ -725,7 +739,7 @@ impl Pair {
             "media-server",
             cmd,
             Duration::from_secs(20),
-            || http::is_ok(&host, p.api, MEDIA_SERVER_PROBE),
+            || p.answers(&host, MEDIA_SERVER_SERVICE),
         )?);
         Ok(())
     }
@@ -743,7 +757,7 @@ impl Pair {
             }
             BackendKind::Compose => {
                 self.project(Side::Media)?
-                    .run(&[], &["restart", "-t", "5", "mediamtx"])?;
+                    .run(&[], &["restart", "-t", "5", MEDIA_SERVER_SERVICE])?;
                 let (host, api) = (self.settings.host.clone(), self.spec.ports.api);
                 if !http::ok_within(&host, api, MEDIA_SERVER_PROBE, Duration::from_secs(20)) {
                     bail!("media server API not answering 20 s after its restart");
@@ -802,12 +816,7 @@ impl Pair {
         let (host, ports) = (self.settings.host.clone(), self.spec.ports);
         // The suite's own probe of each container through its published port, the same
         // endpoints the native start waits on (the engine's healthchecks run every 10 s).
-        let answers = move |service: &str| match service {
-            "sts-service" => http::is_ok(&host, ports.sts, "/health"),
-            "media-service" => http::is_ok(&host, ports.media, "/health"),
-            "mediamtx" => http::is_ok(&host, ports.api, MEDIA_SERVER_PROBE),
-            _ => false,
-        };
+        let answers = move |service: &str| ports.answers(&host, service);
         if let Err(e) = project.up(&env, timeout, answers) {
             self.dump_logs();
             bail!(
