@@ -54,11 +54,7 @@ fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
 }
 
 async fn start_binary(log: &std::path::Path) -> (Server, std::net::SocketAddr) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = livedub_test_ports::free_port(livedub_test_ports::TEST_SERVERS);
     let out = std::fs::File::create(log).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_sts-service"))
         .env_clear()

@@ -35,12 +35,10 @@ impl Drop for Server {
     }
 }
 
+/// A port for a server started by this test: not from the ephemeral range (see
+/// `livedub_test_ports`).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    livedub_test_ports::free_port(livedub_test_ports::TEST_SERVERS)
 }
 
 async fn start_server(port: u16, token: Option<&str>) -> Server {

@@ -107,41 +107,13 @@ impl Ports {
         })
     }
 
-    /// Five distinct free ports, below the kernel's ephemeral range (32768 and up on
-    /// Linux): a port picked from that range (`bind(:0)`) can be taken between the pick and
-    /// the service's own bind by any outgoing connection on the machine (a publisher, a
-    /// client, docker-proxy), which made a service fail with "address in use". Ports handed
-    /// out by this process are never handed out again.
+    /// Five distinct free ports from [`livedub_test_ports::E2E_STACKS`], below the
+    /// kernel's ephemeral range: a port picked from that range (`bind(:0)`) can be taken
+    /// between the pick and the service's own bind by any outgoing connection on the
+    /// machine (a publisher, a client, docker-proxy), which made a service fail with
+    /// "address in use". Ports handed out by this process are never handed out again.
     pub fn free() -> anyhow::Result<Self> {
-        static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
-            std::sync::Mutex::new(std::collections::BTreeSet::new());
-        let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
-        let mut seed = uuid::Uuid::new_v4().as_u128();
-        let mut p = Vec::with_capacity(5);
-        for _ in 0..2000 {
-            if p.len() == 5 {
-                break;
-            }
-            let port = FREE_PORT_FIRST + (seed % u128::from(FREE_PORT_COUNT)) as u16;
-            seed = seed.rotate_right(13) ^ 0x9e37_79b9_7f4a_7c15;
-            if handed.contains(&port) || p.contains(&port) {
-                continue;
-            }
-            // Free on every interface (compose publishes on 0.0.0.0) and on loopback.
-            let free = ["0.0.0.0", "127.0.0.1"]
-                .iter()
-                .all(|h| std::net::TcpListener::bind((*h, port)).is_ok());
-            if free {
-                p.push(port);
-            }
-        }
-        if p.len() < 5 {
-            bail!(
-                "no 5 free TCP ports in {FREE_PORT_FIRST}..{}",
-                FREE_PORT_FIRST + FREE_PORT_COUNT
-            );
-        }
-        handed.extend(&p);
+        let p = livedub_test_ports::free_ports(livedub_test_ports::E2E_STACKS, 5)?;
         Ok(Ports {
             rtsp: p[0],
             rtmp: p[1],
@@ -183,10 +155,6 @@ impl Ports {
         Ok(())
     }
 }
-
-/// The range [`Ports::free`] picks from: below Linux's ephemeral ports (32768-60999).
-const FREE_PORT_FIRST: u16 = 20_000;
-const FREE_PORT_COUNT: u16 = 12_000;
 
 /// One side of a pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

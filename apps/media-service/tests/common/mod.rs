@@ -53,34 +53,11 @@ pub fn media_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_media-service"))
 }
 
-/// The range [`free_port`] picks from. Not Linux's ephemeral ports (32768-60999): every
-/// outgoing connection takes one of those, so a port found free there (bind :0) could be
-/// another process's by the time the child that was handed it binds it (seen once in CI:
-/// an echo STS never answered /health). Below the e2e suite's 20000-31999 as well.
-const FREE_PORT_FIRST: u16 = 10_000;
-const FREE_PORT_COUNT: u16 = 10_000;
-
-/// A TCP port free on loopback and on every interface, never handed out twice by this
-/// test process (its tests run in parallel threads).
+/// A TCP port for a server a test starts (see `livedub_test_ports`: not from the
+/// ephemeral range, free on loopback and on every interface, never handed out twice by
+/// this test process).
 pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static HANDED: AtomicU32 = AtomicU32::new(0);
-    // Each test binary starts at its own place in the range.
-    let start = std::process::id();
-    for _ in 0..FREE_PORT_COUNT {
-        let n = start.wrapping_add(HANDED.fetch_add(1, Ordering::Relaxed));
-        let port = FREE_PORT_FIRST + (n % u32::from(FREE_PORT_COUNT)) as u16;
-        let free = ["127.0.0.1", "0.0.0.0"]
-            .iter()
-            .all(|h| std::net::TcpListener::bind((*h, port)).is_ok());
-        if free {
-            return port;
-        }
-    }
-    panic!(
-        "no free TCP port in {FREE_PORT_FIRST}..{}",
-        FREE_PORT_FIRST + FREE_PORT_COUNT
-    );
+    livedub_test_ports::free_port(livedub_test_ports::TEST_SERVERS)
 }
 
 /// A child process killed when dropped; its output goes to a log file.
