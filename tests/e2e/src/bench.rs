@@ -282,9 +282,9 @@ pub fn speech_source(dir: &Path, seconds: u32) -> anyhow::Result<PathBuf> {
     if out.is_file() {
         return Ok(out);
     }
-    let wav = dir.join(format!("bench-passage.{}.wav", std::process::id()));
+    let wav = crate::temp_beside(&out, "wav");
     speak_english(PASSAGE, 165, &wav)?;
-    let partial = out.with_extension(format!("{}.partial.mp4", std::process::id()));
+    let partial = crate::temp_beside(&out, "mp4");
     let o = Command::new("ffmpeg")
         .args(["-v", "error", "-nostdin", "-y", "-stream_loop", "-1", "-i"])
         .arg(crate::fixture_path())

@@ -31,7 +31,7 @@ pub mod prom;
 pub mod soak;
 pub mod stack;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The workspace root (two levels above this crate).
 ///
@@ -52,6 +52,15 @@ pub fn repo_root() -> PathBuf {
         .and_then(|p| p.parent())
         .map(PathBuf::from)
         .unwrap_or(here)
+}
+
+/// A name beside `out` to write it under before renaming it into place: unique per
+/// process and per call, so two tests making the same cached file at once (the marked
+/// fixture on a cold cache) never write, check or rename each other's copy. `ext` ends it.
+pub fn temp_beside(out: &Path, ext: &str) -> PathBuf {
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    out.with_extension(format!("{}-{n}.partial.{ext}", std::process::id()))
 }
 
 /// The committed counting fixture (ARCHITECTURE §6).

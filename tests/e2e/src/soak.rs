@@ -189,7 +189,7 @@ fn make_marked(
     filters: &str,
     seconds: u64,
 ) -> anyhow::Result<()> {
-    let partial = out.with_extension(format!("{}.partial.mp4", std::process::id()));
+    let partial = crate::temp_beside(out, "mp4");
     let o = Command::new("ffmpeg")
         .args(["-v", "error", "-nostdin", "-y"])
         .args(inputs)
@@ -1045,6 +1045,35 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
     use crate::flv::Tag;
+
+    /// On a cold cache two tests asked for the marked fixture at once and wrote, checked
+    /// and renamed one temporary file between them: one failed with "No such file" (a
+    /// fresh-clone CI run). Each call now writes its own; both get the fixture.
+    #[test]
+    fn two_tests_making_the_marked_fixture_at_once_both_get_it() {
+        let dir = std::env::temp_dir().join(format!(
+            "e2e-marked-race-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        ));
+        let made: Vec<anyhow::Result<PathBuf>> = std::thread::scope(|s| {
+            let a = s.spawn(|| make_marked_fixture(&dir));
+            let b = s.spawn(|| make_marked_fixture(&dir));
+            vec![a.join().unwrap(), b.join().unwrap()]
+        });
+        let left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        for m in &made {
+            assert!(m.is_ok(), "{m:?}");
+        }
+        assert_eq!(left, ["30s-counting-english-marked-v1.mp4"], "{left:?}");
+    }
 
     #[test]
     fn schedules_leave_room_to_recover() {
